@@ -1,0 +1,26 @@
+# Two commands on a fresh clone: `make demo` (bench run on the embedded sample) and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test bench-speed clean
+
+$(BIN)/bench: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/bench
+
+venv: $(BIN)/bench
+
+demo: venv
+	$(BIN)/bench run --task classification --backbone binealnet --schedule smoke
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+bench-speed: venv
+	$(BIN)/python -m bench.speed
+
+clean:
+	rm -rf $(VENV) work_dirs

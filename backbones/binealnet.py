@@ -1,0 +1,210 @@
+"""BiNealNet: a ResNet-18/34 BasicBlock backbone whose precision and every seed variant are switches.
+
+mmdet conventions: ``forward`` returns a tuple of stage features chosen by ``out_indices``;
+``frozen_stages``, ``norm_eval`` and ``init_cfg`` behave as in mmdet's ResNet. Plain
+``nn.Module`` so ``import backbones`` needs no OpenMMLab; ``backbones.openmmlab`` registers it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .layers import QConv2d
+from .quantizers import (AUX_PARAM_NAMES, BinaryActivationQuantizer, BinaryWeightQuantizer, FloatQuantizer,
+                         Int8Quantizer)
+
+#: precision name -> (weight kind, activation kind) of every conv in the four stages
+PRECISIONS = {
+    "binary": ("binary", "binary"),
+    "binary-weights": ("binary", "fp32"),
+    "binary-activations": ("fp32", "binary"),
+    "int8": ("int8", "int8"),
+    "fp32": ("fp32", "fp32"),
+}
+STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+STEMS = ("imagenet", "cifar")
+
+
+class _QuantSpec:
+    """Makes the quantizers for one conv from the network's switches (one place, used by every conv)."""
+
+    def __init__(self, precision, alpha_dims, weight_estimator, act_estimator, clip_slope, int8_learned):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
+        self.w_kind, self.a_kind = PRECISIONS[precision]
+        self.alpha_dims, self.w_est, self.a_est = alpha_dims, weight_estimator, act_estimator
+        self.clip_slope, self.int8_learned = clip_slope, int8_learned
+
+    @property
+    def binary_acts(self):
+        return self.a_kind == "binary"
+
+    def conv(self, cin, cout, k, stride=1, scales_after=False):
+        shape = (cout, cin, k, k)
+        wq = {"binary": lambda: BinaryWeightQuantizer(shape, self.alpha_dims, self.w_est),
+              "int8": lambda: Int8Quantizer(per_channel=True),
+              "fp32": FloatQuantizer}[self.w_kind]()
+        # int8 conv inputs follow a ReLU, so they are >= 0: unsigned range, zero point 0
+        aq = {"binary": lambda: BinaryActivationQuantizer(cin, self.a_est, self.clip_slope),
+              "int8": lambda: Int8Quantizer(per_channel=False, learned=self.int8_learned, unsigned=True),
+              "fp32": FloatQuantizer}[self.a_kind]()
+        binary_both = self.w_kind == self.a_kind == "binary"
+        return QConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, weight_quantizer=wq,
+                       act_quantizer=aq, scales_after=scales_after and binary_both)
+
+    def nonlinearity(self):
+        # binary activations carry their own PReLU inside the quantizer; a ReLU before sign()
+        # would make every input +1
+        return nn.Identity() if self.binary_acts else nn.ReLU(inplace=True)
+
+
+class BasicBlock(nn.Module):
+    """ResNet BasicBlock. With ``double_shortcut`` (Bi-Real) each conv gets its own residual,
+    which keeps real-valued information flowing past the binary convs."""
+
+    def __init__(self, spec: _QuantSpec, cin, cout, stride, downsample_kernel, scales_after, double_shortcut):
+        super().__init__()
+        self.conv1 = spec.conv(cin, cout, 3, stride, scales_after)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.act1 = spec.nonlinearity()
+        self.conv2 = spec.conv(cout, cout, 3, 1, scales_after)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act2 = spec.nonlinearity()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(spec.conv(cin, cout, downsample_kernel, stride, scales_after),
+                                            nn.BatchNorm2d(cout))
+        self.double_shortcut = double_shortcut
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn1(self.conv1(x))
+        if self.double_shortcut:
+            out = out + identity
+        out = self.act1(out)
+        mid = out
+        out = self.bn2(self.conv2(out))
+        out = out + (mid if self.double_shortcut else identity)
+        return self.act2(out)
+
+
+class BiNealNet(nn.Module):
+    """Binary / INT8 / FP32 ResNet backbone.
+
+    Args:
+        depth: 18 or 34.
+        width: channel multiplier (1.5 = the seed's BiNealNet, 2.0 = the paper's other tasks).
+        precision: one of ``PRECISIONS`` (convs of the four stages; the stem conv stays float).
+        stem: 'imagenet' (7x7/2 + max-pool) or 'cifar' (3x3/1, no pool).
+        downsample_kernel: 1 or 3, kernel of the shortcut conv where the shape changes.
+        clip_slope: keep the PReLU slope of binary activations >= 0.
+        scales_after: apply beta and gamma after the binary conv (its inputs stay exactly +-1).
+        aux_lr_mult: lr multiplier for the quantizers' own parameters (see ``paramwise_cfg``).
+        alpha_dims: 1, 2 or 4 (shape of alpha: per out channel, per (out, in), per element).
+        weight_estimator, act_estimator: 'ste' or 'approx' gradient of sign.
+        double_shortcut: Bi-Real per-conv residuals; default True when activations are binary.
+        int8_learned: LSQ-style learned activation scales for INT8 (else running max).
+        out_indices, frozen_stages, norm_eval, init_cfg: as in mmdet's ResNet.
+    """
+
+    def __init__(self, depth=18, width=1.0, precision="binary", stem="imagenet", in_channels=3,
+                 downsample_kernel=1, clip_slope=True, scales_after=False, aux_lr_mult=1.0, alpha_dims=1,
+                 weight_estimator="ste", act_estimator="approx", double_shortcut=None, int8_learned=False,
+                 out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False, init_cfg=None):
+        super().__init__()
+        if depth not in STAGE_BLOCKS:
+            raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}; got {depth}")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}; got {stem!r}")
+        if downsample_kernel not in (1, 3):
+            raise ValueError(f"downsample_kernel must be 1 or 3; got {downsample_kernel}")
+        if not set(out_indices) <= {0, 1, 2, 3}:
+            raise ValueError(f"out_indices must be stage indices 0..3; got {out_indices}")
+        spec = _QuantSpec(precision, alpha_dims, weight_estimator, act_estimator, clip_slope, int8_learned)
+        if double_shortcut is None:
+            double_shortcut = spec.binary_acts
+        self.precision, self.width, self.depth = precision, width, depth
+        self.out_indices, self.frozen_stages, self.norm_eval = tuple(out_indices), frozen_stages, norm_eval
+        self.aux_lr_mult, self.init_cfg = aux_lr_mult, init_cfg
+
+        base = int(round(64 * width))
+        self.channels = [base * 2 ** i for i in range(4)]
+        if stem == "imagenet":
+            conv = nn.Conv2d(in_channels, base, 7, stride=2, padding=3, bias=False)
+            self.stem = nn.Sequential(conv, nn.BatchNorm2d(base), spec.nonlinearity(), nn.MaxPool2d(3, 2, 1))
+        else:
+            conv = nn.Conv2d(in_channels, base, 3, stride=1, padding=1, bias=False)
+            self.stem = nn.Sequential(conv, nn.BatchNorm2d(base), spec.nonlinearity())
+        cin = base
+        self.stages = nn.ModuleList()
+        for i, (n, cout) in enumerate(zip(STAGE_BLOCKS[depth], self.channels)):
+            blocks = [BasicBlock(spec, cin if j == 0 else cout, cout, (1 if i == 0 else 2) if j == 0 else 1,
+                                 downsample_kernel, scales_after, double_shortcut) for j in range(n)]
+            self.stages.append(nn.Sequential(*blocks))
+            cin = cout
+        self.out_channels = tuple(self.channels[i] for i in self.out_indices)
+        self._init_default()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ init
+    def _init_default(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def init_weights(self):
+        """mmengine calls this. ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``
+        loads our own checkpoint (a classification run); mismatched shapes are reported, not fatal."""
+        cfg = self.init_cfg
+        if not cfg or cfg.get("type") != "Pretrained":
+            return
+        from .checkpoint import load_backbone_weights
+        load_backbone_weights(self, cfg["checkpoint"], cfg.get("prefix", "backbone."))
+
+    # ------------------------------------------------------------------ mmdet behaviour
+    def _freeze_stages(self):
+        frozen = ([self.stem] if self.frozen_stages >= 0 else []) + list(self.stages[:max(self.frozen_stages, 0)])
+        for m in frozen:
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x):
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ the lr-multiplier variant
+    def is_aux_param(self, name: str) -> bool:
+        return name.rsplit(".", 1)[-1] in AUX_PARAM_NAMES or name.endswith("scale_param")
+
+    def param_groups(self, lr: float):
+        """Two optimizer groups: weights at ``lr`` and the quantizers' parameters at ``lr * aux_lr_mult``."""
+        main, aux = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (aux if self.is_aux_param(name) else main).append(p)
+        return [{"params": main, "lr": lr}, {"params": aux, "lr": lr * self.aux_lr_mult}]
+
+    def paramwise_cfg(self) -> dict:
+        """The same split for mmengine's optimizer constructor (name substrings -> lr_mult)."""
+        if self.aux_lr_mult == 1.0:
+            return {}
+        keys = {"weight_quantizer.": dict(lr_mult=self.aux_lr_mult), "act_quantizer.": dict(lr_mult=self.aux_lr_mult)}
+        return dict(custom_keys=keys)

@@ -1,0 +1,215 @@
+"""Quantizers: modules that map a float tensor to its quantized value and say how many bits it has.
+
+One abstraction for every precision (larq / bitorch style). A quantizer is an ``nn.Module`` with
+``bits`` and ``forward(x) -> quantized x`` (same shape, float dtype, gradient via an estimator).
+The binary ones also split into ``unit(x)`` (exactly +-1) times ``scale`` so a layer can apply
+the scale after the convolution (a seed variant) and pad with the true binary value (-1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------- sign with gradient estimators
+def _binary_sign(x: torch.Tensor) -> torch.Tensor:
+    """+1 / -1, with sign(0) = +1 so the value is always binary (torch.sign(0) is 0)."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class _SignSTE(torch.autograd.Function):
+    """Straight-through estimator, clipped: d/dx = 1 for |x| <= 1, else 0 (BNN / XNOR)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _binary_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+class _SignApprox(torch.autograd.Function):
+    """Bi-Real Net ApproxSign: the derivative of the piecewise quadratic
+    F(x) = -1 (x<-1); 2x+x^2 (-1<=x<0); 2x-x^2 (0<=x<1); 1 (x>=1), i.e. 2 - 2|x| on |x| < 1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _binary_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (2 - 2 * x.abs()).clamp(min=0).to(grad.dtype)
+
+
+SIGN_ESTIMATORS = {"ste": _SignSTE.apply, "approx": _SignApprox.apply}
+
+
+def sign(x: torch.Tensor, estimator: str = "ste") -> torch.Tensor:
+    """Binary sign (+-1) whose backward is the named estimator ('ste' or 'approx')."""
+    try:
+        return SIGN_ESTIMATORS[estimator](x)
+    except KeyError:
+        raise ValueError(f"unknown sign estimator {estimator!r}; expected one of {sorted(SIGN_ESTIMATORS)}") from None
+
+
+# ---------------------------------------------------------------- the abstraction
+class Quantizer(nn.Module):
+    """Maps a tensor to its quantized value. ``bits`` is what the cost counter reads."""
+
+    bits: int = 32
+    #: value a layer pads this quantizer's output with (quantized domain, before any scale)
+    pad_unit: float = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FloatQuantizer(Quantizer):
+    """Identity: full precision (32 bits)."""
+
+    bits = 32
+
+    def forward(self, x):
+        return x
+
+
+class Int8Quantizer(Quantizer):
+    """Symmetric INT8 fake quantization (zero point 0).
+
+    ``per_channel=True`` (weights): one scale per output channel, ``max|W| / 127``, observed on the
+    current weights each call. ``per_channel=False`` (activations): one scale per tensor.
+    ``learned=True`` learns the scale LSQ-style (``torch._fake_quantize_learnable_*``), starting
+    from the first observed value; otherwise activations use a running max (EMA, momentum 0.1).
+    ``unsigned=True`` quantizes to [0, 255] (inputs known to be >= 0, e.g. after ReLU).
+    Forward and backward are PyTorch's ``fake_quantize_*`` kernels (STE inside the range).
+    """
+
+    bits = 8
+
+    def __init__(self, per_channel: bool = False, learned: bool = False, unsigned: bool = False,
+                 channel_axis: int = 0, momentum: float = 0.1):
+        super().__init__()
+        self.per_channel, self.learned, self.unsigned = per_channel, learned, unsigned
+        self.channel_axis, self.momentum = channel_axis, momentum
+        self.qmin, self.qmax = (0, 255) if unsigned else (-127, 127)
+        # 0 = not yet observed; learned scales become a Parameter at first use
+        self.register_buffer("running_absmax", torch.zeros(()), persistent=True)
+        self.scale_param = nn.Parameter(torch.zeros(())) if learned and not per_channel else None
+
+    def _absmax(self, x):
+        if self.per_channel:
+            dims = [d for d in range(x.dim()) if d != self.channel_axis]
+            return x.detach().abs().amax(dim=dims)
+        return x.detach().abs().max()
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The step size that ``forward`` uses for ``x`` (a tensor; per channel when per_channel)."""
+        if self.per_channel:
+            return (self._absmax(x) / self.qmax).clamp(min=1e-8)
+        if self.training:
+            cur = self._absmax(x).to(self.running_absmax)
+            if self.running_absmax == 0:
+                self.running_absmax.copy_(cur)
+                if self.scale_param is not None:
+                    self.scale_param.data.copy_((cur / self.qmax).clamp(min=1e-8))
+            else:
+                self.running_absmax.lerp_(cur, self.momentum)
+        if self.scale_param is not None:
+            return self.scale_param.abs().clamp(min=1e-8)
+        return (self.running_absmax / self.qmax).clamp(min=1e-8)
+
+    def forward(self, x):
+        s = self.scale(x)
+        if self.per_channel:
+            zp = torch.zeros(s.shape, dtype=torch.int32, device=x.device)
+            return torch.fake_quantize_per_channel_affine(x, s.float(), zp, self.channel_axis, self.qmin, self.qmax)
+        if self.scale_param is not None:
+            # LSQ: gradient flows to the scale; grad_factor 1/sqrt(numel * qmax) as in the paper
+            grad_factor = 1.0 / (x.numel() * self.qmax) ** 0.5
+            return torch._fake_quantize_learnable_per_tensor_affine(
+                x, s.reshape(1).float(), torch.zeros(1, device=x.device), self.qmin, self.qmax, grad_factor)
+        return torch.fake_quantize_per_tensor_affine(x, s.float(), torch.zeros((), dtype=torch.int32, device=x.device),
+                                                     self.qmin, self.qmax)
+
+
+ALPHA_SHAPES = {1: "per output channel", 2: "per (out, in) pair", 4: "per weight element"}
+
+
+class BinaryWeightQuantizer(Quantizer):
+    """Wb = Sign(Tanh(alpha * W)) * beta. alpha is 1-D (out), 2-D (out, in) or 4-D (every element);
+    beta is per output channel, initialised to mean|W| (the XNOR scale). Both are learned."""
+
+    bits = 1
+    pad_unit = 0.0  # weights are never padded
+
+    def __init__(self, weight_shape: tuple[int, ...], alpha_dims: int = 1, estimator: str = "ste"):
+        super().__init__()
+        if alpha_dims not in ALPHA_SHAPES:
+            raise ValueError(f"alpha_dims must be one of {sorted(ALPHA_SHAPES)} ({ALPHA_SHAPES}); got {alpha_dims}")
+        out, inp = weight_shape[0], weight_shape[1]
+        rest = (1,) * (len(weight_shape) - 2)
+        shape = {1: (out, 1) + rest, 2: (out, inp) + rest, 4: tuple(weight_shape)}[alpha_dims]
+        self.alpha = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.ones((out,) + (1,) * (len(weight_shape) - 1)))
+        self.estimator = estimator
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def unit(self, w):
+        if not bool(self.initialised):  # data-dependent init of beta on the first call
+            with torch.no_grad():
+                dims = tuple(range(1, w.dim()))
+                self.beta.copy_(w.abs().mean(dim=dims, keepdim=True).clamp(min=1e-8))
+                self.initialised.fill_(True)
+        return sign(torch.tanh(self.alpha * w), self.estimator)
+
+    @property
+    def scale(self):
+        return self.beta
+
+    def forward(self, w):
+        return self.unit(w) * self.scale
+
+
+class BinaryActivationQuantizer(Quantizer):
+    """Ab = Sign(Htanh(PReLU(x + b0) + b1)) * gamma. b0, b1 and the PReLU slope are per channel,
+    gamma a scalar. ``clip_slope`` keeps the slope >= 0 (the seed's best variant): it is clamped
+    in place at every forward, so an optimizer step that pushes it negative is undone before use
+    and the gradient can still bring it back up. Pad value: -1 (binary), never 0."""
+
+    bits = 1
+    pad_unit = -1.0
+
+    def __init__(self, channels: int, estimator: str = "approx", clip_slope: bool = True,
+                 slope_init: float = 0.25):
+        super().__init__()
+        self.b0 = nn.Parameter(torch.zeros(channels))
+        self.b1 = nn.Parameter(torch.zeros(channels))
+        self.slope = nn.Parameter(torch.full((channels,), slope_init))
+        self.gamma = nn.Parameter(torch.ones(()))
+        self.estimator, self.clip_slope = estimator, clip_slope
+
+    def unit(self, x):
+        if self.clip_slope:
+            with torch.no_grad():
+                self.slope.clamp_(min=0)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        y = F.prelu(x + self.b0.view(shape), self.slope) + self.b1.view(shape)
+        return sign(F.hardtanh(y), self.estimator)
+
+    @property
+    def scale(self):
+        return self.gamma
+
+    def forward(self, x):
+        return self.unit(x) * self.scale
+
+
+#: names of the auxiliary (non-weight) parameters the binary quantizers add; the lr-multiplier
+#: variant puts parameters whose last name part is one of these in their own group
+AUX_PARAM_NAMES = ("alpha", "beta", "b0", "b1", "slope", "gamma")
