@@ -1,7 +1,6 @@
 """The one quantized layer: a Conv2d whose weight and input pass through quantizers."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
@@ -41,21 +40,12 @@ class QConv2d(nn.Conv2d):
             y = F.conv2d(a, w, None, self.stride, 0, self.dilation, self.groups)
             y = y * (wq.scale.view(1, -1, 1, 1) * aq.scale)
         else:
-            a = aq(x)
-            a = self._pad_scaled(a, aq) if aq.pad_unit else self._pad(a, 0.0)
+            # binary: pad the +-1 units with -1, then scale; others: pad the value with 0
+            a = self._pad(aq.unit(x), aq.pad_unit) * aq.scale if hasattr(aq, "unit") else self._pad(aq(x), 0.0)
             y = F.conv2d(a, wq(self.weight), None, self.stride, 0, self.dilation, self.groups)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
-
-    def _pad_scaled(self, a, aq):
-        # pad value = pad_unit * scale, where scale (gamma) is a learned tensor: pad with 0 and add
-        # the value through a border mask, so no .item() sync and gamma keeps its gradient
-        ph, pw = _pair(self.padding)
-        if ph == 0 and pw == 0:
-            return a
-        mask = F.pad(torch.zeros_like(a[:1, :1]), (pw, pw, ph, ph), value=1.0)
-        return F.pad(a, (pw, pw, ph, ph), value=0.0) + mask * (aq.pad_unit * aq.scale)
 
     def extra_repr(self):
         return (super().extra_repr() + f", w_bits={self.weight_quantizer.bits}, a_bits={self.act_quantizer.bits}"

@@ -1,0 +1,238 @@
+"""One benchmark run: task config -> mmengine Runner (train, test) -> cost -> JSON record."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+import backbones
+import tasks
+
+from .errors import BenchError
+from .results import RESULTS_DIR, check_writable, write_record
+
+REPO = Path(__file__).resolve().parent.parent
+BACKBONES = tuple(backbones.PRESETS)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "mmengine", "mmcv", "mmcv-lite", "mmdet", "mmsegmentation", "kornia",
+                "pycocotools", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts) -> str:
+    parts = [backbone + (f"-{variant}" if variant else ""), schedule + (f"{epochs}ep" if epochs else ""),
+             Path(data_root).name]
+    parts += [f"{k}-{v}" for k, v in sorted(task_opts.items()) if v is not None]
+    return "_".join(parts) + f"_s{seed}"
+
+
+def check_args(task_name, backbone, variant, schedule, epochs, device):
+    """Every bad option becomes one clear line before anything is built."""
+    try:
+        task = tasks.get(task_name)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+    if backbone not in backbones.PRESETS:
+        raise BenchError(f"unknown backbone {backbone!r}; expected one of {sorted(backbones.PRESETS)}")
+    if variant is not None and variant not in backbones.SEED_VARIANTS:
+        raise BenchError(f"unknown variant {variant!r}; expected one of {sorted(backbones.SEED_VARIANTS)}")
+    if schedule not in task.SCHEDULES:
+        raise BenchError(f"unknown schedule {schedule!r} for {task_name}; expected one of {sorted(task.SCHEDULES)}")
+    if epochs is not None and epochs < 1:
+        raise BenchError(f"--epochs must be >= 1; got {epochs}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device visible to torch")
+    return task
+
+
+def _prepare_cfg(cfg, resume, launcher):
+    cfg.launcher = launcher
+    cfg.resume = bool(resume)
+    cfg.setdefault("default_hooks", {})
+    cfg.default_hooks.update(
+        checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, save_last=True),
+        logger=dict(type="LoggerHook", interval=20))
+    cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
+        dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook")]
+    cfg.custom_imports = dict(imports=["bench.hooks"] + list(cfg.get("custom_imports", {}).get("imports", [])),
+                              allow_failed_imports=False)
+    # Config.fromfile would import these; a Config built in Python must do it itself
+    from mmengine.utils import import_modules_from_strings
+    import_modules_from_strings(**cfg.custom_imports)
+    return cfg
+
+
+def _quiet_paramwise_log(runner):
+    """mmengine logs one line per parameter with a paramwise option (hundreds here); drop those."""
+    import logging
+    f = logging.Filter()
+    f.filter = lambda rec: not str(rec.msg).startswith("paramwise_options")
+    runner.logger.addFilter(f)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def measure_cost(task, schedule, model, device):
+    from .cost import count_cost
+    x = torch.zeros(task.cost_input(schedule), device=device)
+    return count_cost(model, x, forward=task.cost_forward).to_dict()
+
+
+def measure_speed(task, schedule, model, device, seconds=2.0) -> dict:
+    """Inference images/s at batch 1 on the run's device (a measurement kept in the record)."""
+    x = torch.zeros(task.cost_input(schedule), device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for _ in range(2):
+            task.cost_forward(model, x)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            task.cost_forward(model, x)
+            n += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    model.train(was_training)
+    return {"images_per_s": n * x.shape[0] / dt, "batch": x.shape[0], "device": device_name(device),
+            "threads": torch.get_num_threads()}
+
+
+def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=None, device="cpu", work_dir=None,
+        resume=False, seed=0, launcher="none", results_dir=RESULTS_DIR, **task_opts) -> tuple[dict, Path]:
+    """Train + test one (task, backbone, variant) and write its record; returns (record, path)."""
+    task = check_args(task_name, backbone, variant, schedule, epochs, device)
+    import backbones.openmmlab  # noqa: F401  (mmcv ops stand-in, checkpoint loading fix, registration)
+    from mmengine.dist import get_rank
+    from mmengine.runner import Runner
+
+    data_root = Path(data) if data else task.DEFAULT_DATA
+    task.validate_data(data_root)
+    check_writable(Path(results_dir) / task_name)
+    name = run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts)
+    work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
+    if resume and not (work_dir / "last_checkpoint").is_file():
+        raise BenchError(f"--resume: no checkpoint to resume from in {work_dir} (run without --resume first)")
+    cfg = task.build_config(backbone, data_root, schedule, work_dir, seed, epochs=epochs, device=device,
+                            variant=variant, **task_opts)
+    cfg = _prepare_cfg(cfg, resume, launcher)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
+                epochs=epochs, seed=seed, task_options=task_opts)
+    (work_dir / "bench_run.json").write_text(json.dumps(args, indent=1))
+
+    t0 = time.time()
+    runner = Runner.from_cfg(cfg)
+    _quiet_paramwise_log(runner)
+    runner.train()
+    metrics = runner.test()
+    wall = time.time() - t0
+    if get_rank() != 0:
+        return {}, None
+    model = _unwrap(runner.model)
+    record = make_record(task, args, cfg, metrics, model, device, wall, name, runner.max_epochs)
+    return record, write_record(record, results_dir)
+
+
+def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> dict:
+    schedule = args["schedule"]
+    m = task.METRIC
+    if m["key"] not in metrics:
+        raise BenchError(f"metric {m['key']!r} missing from evaluation output {sorted(metrics)}")
+    value = float(metrics[m["key"]])
+    secondary = {k.split("/")[-1]: float(metrics[k]) for k in getattr(task, "SECONDARY_KEYS", []) if k in metrics}
+    variant = args["variant"]
+    return {
+        "run": name, "task": task.NAME, "backbone": args["backbone"], "variant": variant,
+        "metric": {"name": m["name"], "value": value, "higher_is_better": m["higher_is_better"],
+                   "secondary": secondary},
+        "cost": measure_cost(task, schedule, model, device), "cost_input": list(task.cost_input(schedule)),
+        "speed": measure_speed(task, schedule, model, device),
+        "schedule": schedule, "schedule_label": task.SCHEDULES[schedule].get("label", schedule), "epochs": epochs,
+        "seed": args["seed"], "data": task.data_info(args["data"], schedule),
+        "task_options": {k: v for k, v in args["task_options"].items() if v is not None},
+        "seed_reported": backbones.SEED_VARIANTS[variant][1] if variant else None,
+        "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
+        "commit": _commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
+        "command": "bench run " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in {**{k: args[k] for k in ("task", "backbone", "variant", "data",
+                                                                                 "schedule", "epochs", "seed")},
+                                                        "device": device, **args["task_options"]}.items()
+            if v is not None),
+    }
+
+
+def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR) -> tuple[dict, Path]:
+    """Test a trained run's checkpoint on another dataset; written as a record of its own."""
+    import backbones.openmmlab  # noqa: F401
+    from mmengine.runner import Runner
+
+    ckpt = Path(checkpoint)
+    meta = ckpt.parent / "bench_run.json"
+    if not ckpt.is_file():
+        raise BenchError(f"checkpoint not found: {ckpt}")
+    if not meta.is_file():
+        raise BenchError(f"{meta}: missing; `bench eval` needs the bench_run.json that `bench run` writes beside "
+                         "its checkpoints")
+    args = json.loads(meta.read_text())
+    if args["task"] != task_name:
+        raise BenchError(f"{ckpt} is a {args['task']} run, not {task_name}")
+    task = tasks.get(task_name)
+    data_root = Path(data)
+    task.validate_data(data_root)
+    check_writable(Path(results_dir) / task_name)
+    args["data"] = str(data_root)
+    name = run_name(args["backbone"], args["variant"], args["schedule"], args["epochs"], data_root, args["seed"],
+                    args["task_options"]) + f"_eval-{ckpt.parent.name}"
+    work_dir = ckpt.parent / f"eval_{data_root.name}"
+    cfg = task.build_config(args["backbone"], data_root, args["schedule"], work_dir, args["seed"],
+                            epochs=args["epochs"], device=device, variant=args["variant"], **args["task_options"])
+    cfg = _prepare_cfg(cfg, False, "none")
+    cfg.load_from = str(ckpt)
+    t0 = time.time()
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name,
+                         args["epochs"])
+    record["evaluated_checkpoint"] = str(ckpt)
+    return record, write_record(record, results_dir)

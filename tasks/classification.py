@@ -1,0 +1,316 @@
+"""Classification: BiNealNet (CIFAR stem) + global pool + float linear head, top-1 accuracy.
+
+Data formats (``--data ROOT``):
+  * ImageFolder: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` (or ``ROOT/val/<class>/*``),
+    e.g. ``../shared/data/cifar10-jpeg`` or an ImageNet folder;
+  * CIFAR-10 python batches (torchvision's download layout): ``ROOT/data_batch_{1..5}`` +
+    ``ROOT/test_batch``, or the same inside ``ROOT/cifar-10-batches-py/``.
+Images are decoded once into one uint8 tensor; augmentation (pad-4 random crop, flip) runs in
+the data preprocessor on the training device, so a GPU run keeps the data path on the GPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import backbones
+from bench.errors import DataError
+
+NAME = "classification"
+METRIC = {"name": "top1", "key": "top1", "higher_is_better": True}
+SECONDARY_KEYS = ["top5"]
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "cifar10-sample"
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
+HEAD_PRECISION = "fp32"  # the linear head stays float for every backbone (recorded)
+
+# per_class_*: images per class taken (first by file name; None = all). lr is for batch_size.
+# paper = the seed's schedule (400 epochs, batch 128, SGD 0.1 with SGDR warm restarts).
+SCHEDULES = {
+    "smoke": dict(epochs=1, batch_size=32, lr=0.05, per_class_train=20, per_class_test=10, input_size=32,
+                  sgdr_periods=None, label="smoke (seconds; CI check, not an accuracy)"),
+    "short": dict(epochs=4, batch_size=64, lr=0.1, per_class_train=300, per_class_test=100, input_size=32,
+                  sgdr_periods=None, label="short (3,000 train / 1,000 test images, 4 epochs, cosine; fits 2 CPU cores)"),
+    "gpu": dict(epochs=30, batch_size=256, lr=0.2, per_class_train=None, per_class_test=None, input_size=32,
+                sgdr_periods=None, label="gpu (full train/test, 30 epochs, cosine, batch 256; short vs the seed's 400)"),
+    "paper": dict(epochs=400, batch_size=128, lr=0.1, per_class_train=None, per_class_test=None, input_size=32,
+                  sgdr_periods=[10, 30, 90, 270], label="paper (the seed's: 400 epochs, batch 128, SGD 0.1, SGDR)"),
+}
+TASK_OPTIONS = {
+    "width": dict(type=float, default=None, help="backbone width multiplier (default: the preset's)"),
+}
+CIFAR_MEAN, CIFAR_STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
+
+
+# ---------------------------------------------------------------- data
+def _split_dirs(root: Path):
+    test = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
+    return root / "train", test
+
+
+def _cifar_batches_dir(root: Path):
+    for d in (root, root / "cifar-10-batches-py"):
+        if (d / "data_batch_1").is_file() and (d / "test_batch").is_file():
+            return d
+    return None
+
+
+def validate_data(root) -> None:
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: data directory not found (expected ImageFolder train/<class>/* + test/<class>/*, "
+                        "or CIFAR-10 python batches)")
+    if _cifar_batches_dir(root):
+        return
+    train, test = _split_dirs(root)
+    if not train.is_dir() or test is None:
+        raise DataError(f"{root}: expected subfolders train/ and test/ (or val/) with one folder per class, "
+                        "or CIFAR-10 python batches (data_batch_1..5, test_batch)")
+    for split in (train, test):
+        classes = sorted(d for d in split.iterdir() if d.is_dir())
+        if not classes:
+            raise DataError(f"{split}: no class folders (expected {split}/<class>/<image>)")
+        for c in classes:
+            if not any(f.suffix.lower() in IMAGE_EXTS for f in c.iterdir()):
+                raise DataError(f"{c}: class folder has no images (expected files ending in {sorted(IMAGE_EXTS)})")
+    if [c.name for c in sorted(train.iterdir()) if c.is_dir()] != [c.name for c in sorted(test.iterdir()) if c.is_dir()]:
+        raise DataError(f"{root}: train/ and {test.name}/ have different class folders")
+
+
+def _list_images(split_dir: Path, per_class):
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    items = []
+    for label, c in enumerate(classes):
+        files = sorted(f for f in (split_dir / c).iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        items += [(f, label) for f in files[:per_class]]
+    return classes, items
+
+
+def _decode(path: Path, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):  # ImageNet-style folders: shorter side to size, centre crop
+                s = size / min(im.size)
+                im = im.resize((max(size, round(im.size[0] * s)), max(size, round(im.size[1] * s))), Image.BILINEAR)
+                left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
+
+
+def load_split(root, split: str, per_class=None, size: int = 32):
+    """(uint8 tensor N x 3 x size x size, int64 labels, class names) of 'train' or 'test'."""
+    root = Path(root)
+    batches = _cifar_batches_dir(root)
+    if batches:
+        files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        xs, ys = [], []
+        for f in files:
+            try:
+                with open(batches / f, "rb") as fh:
+                    d = pickle.load(fh, encoding="bytes")
+                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys += list(d[b"labels"])
+            except Exception as e:
+                raise DataError(f"{batches / f}: not a CIFAR-10 python batch ({e})") from None
+        x, y = np.concatenate(xs), np.asarray(ys)
+        if per_class:
+            keep = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
+            keep.sort()
+            x, y = x[keep], y[keep]
+        meta = batches / "batches.meta"
+        names = ([n.decode() for n in pickle.load(open(meta, "rb"), encoding="bytes")[b"label_names"]]
+                 if meta.is_file() else [str(i) for i in range(10)])
+        return torch.from_numpy(x), torch.from_numpy(y).long(), names
+    train, test = _split_dirs(root)
+    classes, items = _list_images(train if split == "train" else test, per_class)
+    x = np.stack([_decode(f, size) for f, _ in items]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor([l for _, l in items]), classes
+
+
+def data_info(root, schedule="short") -> dict:
+    """Name, path, image count and a sha256 over the image files used by ``schedule``."""
+    root = Path(root)
+    s = SCHEDULES[schedule]
+    h, n = hashlib.sha256(), 0
+    batches = _cifar_batches_dir(root)
+    if batches:
+        for f in sorted(batches.glob("*_batch*")):
+            h.update(f.read_bytes())
+        n = None
+    else:
+        for split, k in ((_split_dirs(root)[0], s["per_class_train"]), (_split_dirs(root)[1], s["per_class_test"])):
+            for f, _ in _list_images(split, k)[1]:
+                h.update(f.relative_to(root).as_posix().encode())
+                h.update(f.read_bytes())
+                n += 1
+    return {"name": root.name, "path": str(root), "images": n, "sha256": h.hexdigest(),
+            "subset": {"per_class_train": s["per_class_train"], "per_class_test": s["per_class_test"]}}
+
+
+class InMemoryDataset(torch.utils.data.Dataset):
+    """A decoded split held as one uint8 tensor; items are dicts as mmengine's collate expects."""
+
+    def __init__(self, root, split, per_class=None, input_size=32):
+        self.images, self.labels, self.classes = load_split(root, split, per_class, input_size)
+        self.metainfo = {"classes": self.classes}
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"inputs": self.images[i], "data_samples": self.labels[i]}
+
+
+# ---------------------------------------------------------------- model
+def _register():
+    """mmengine registrations (imported lazily so ``import tasks.classification`` stays light)."""
+    from mmengine.evaluator import BaseMetric
+    from mmengine.model import BaseDataPreprocessor, BaseModel
+    from mmengine.registry import DATASETS, METRICS, MODELS
+
+    if "BenchClassifier" in MODELS.module_dict:
+        return
+
+    @MODELS.register_module()
+    class ClsDataPreprocessor(BaseDataPreprocessor):
+        """To device, float, normalise; pad-4 random crop + horizontal flip while training."""
+
+        def __init__(self, augment=True):
+            super().__init__()
+            self.augment = augment
+            self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, 3, 1, 1), persistent=False)
+
+        def forward(self, data, training=False):
+            x = data["inputs"]
+            x = torch.stack(x) if isinstance(x, (list, tuple)) else x
+            y = data["data_samples"]
+            y = torch.stack(y) if isinstance(y, (list, tuple)) else y
+            x, y = x.to(self.device, non_blocking=True).float(), y.to(self.device, non_blocking=True)
+            x = (x - self.mean) / self.std
+            if training and self.augment:
+                n, _, h, w = x.shape
+                x = F.pad(x, (4, 4, 4, 4))
+                i = torch.randint(0, 9, (n,), device=x.device)
+                j = torch.randint(0, 9, (n,), device=x.device)
+                rows = (i[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, 3, h, w + 8)
+                x = x.gather(2, rows)
+                cols = (j[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, 3, h, w)
+                x = x.gather(3, cols)
+                flip = torch.rand(n, device=x.device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            return {"inputs": x, "data_samples": y}
+
+    @MODELS.register_module()
+    class BenchClassifier(BaseModel):
+        """Backbone (last stage) + global average pool + linear head."""
+
+        def __init__(self, backbone: dict, num_classes: int, data_preprocessor=None, compile=False):
+            super().__init__(data_preprocessor=data_preprocessor)
+            bb = dict(backbone)
+            self.backbone = backbones.build(bb.pop("name"), **bb)
+            self.head = nn.Linear(self.backbone.out_channels[-1], num_classes)
+            self._logits = torch.compile(self._logits_eager) if compile else self._logits_eager
+
+        def _logits_eager(self, x):
+            return self.head(F.adaptive_avg_pool2d(self.backbone(x)[-1], 1).flatten(1))
+
+        def forward(self, inputs, data_samples=None, mode="tensor"):
+            logits = self._logits(inputs)
+            if mode == "loss":
+                return {"loss": F.cross_entropy(logits.float(), data_samples)}
+            if mode == "predict":
+                return [(logits.float().detach(), data_samples)]
+            return logits
+
+    @METRICS.register_module()
+    class TopKAccuracy(BaseMetric):
+        default_prefix = ""
+
+        def process(self, data_batch, data_samples):
+            for logits, labels in data_samples:
+                top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+                labels = labels.cpu()
+                self.results.append(((top5[:, 0] == labels).sum().item(),
+                                     (top5 == labels[:, None]).any(1).sum().item(), len(labels)))
+
+        def compute_metrics(self, results):
+            n = sum(r[2] for r in results)
+            return {"top1": sum(r[0] for r in results) / n, "top5": sum(r[1] for r in results) / n}
+
+    DATASETS.register_module(name="BenchInMemoryDataset", module=InMemoryDataset)
+
+
+def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
+                 width=None, **_):
+    from mmengine.config import Config
+
+    _register()
+    s = SCHEDULES[schedule]
+    epochs = s["epochs"] if epochs is None else epochs
+    bb = dict(name=backbone, stem="cifar" if s["input_size"] <= 64 else "imagenet", out_indices=(3,))
+    if variant:
+        bb.update(backbones.SEED_VARIANTS[variant][0])
+    if width is not None:
+        bb["width"] = width
+    aux_mult = bb.get("aux_lr_mult", 1.0)
+    n_classes = len(_class_names(data_root))
+    loader = lambda split, per_class, shuffle: dict(  # noqa: E731
+        batch_size=s["batch_size"], num_workers=0, persistent_workers=False,
+        sampler=dict(type="DefaultSampler", shuffle=shuffle),
+        collate_fn=dict(type="default_collate"),
+        dataset=dict(type="BenchInMemoryDataset", root=str(data_root), split=split, per_class=per_class,
+                     input_size=s["input_size"]))
+    if s["sgdr_periods"]:
+        sched = [dict(type="CosineRestartLR", periods=s["sgdr_periods"], restart_weights=[1] * len(s["sgdr_periods"]),
+                      eta_min=0, by_epoch=True)]
+    else:
+        sched = [dict(type="CosineAnnealingLR", T_max=epochs, eta_min=0, by_epoch=True, convert_to_iter_based=True)]
+    optim = dict(type="SGD", lr=s["lr"], momentum=0.9, weight_decay=5e-4, nesterov=True)
+    paramwise = dict(custom_keys={"_quantizer.": dict(lr_mult=aux_mult, decay_mult=0.0)}, norm_decay_mult=0.0)
+    cuda = device == "cuda"
+    return Config(dict(
+        default_scope="mmengine",
+        model=dict(type="BenchClassifier", backbone=bb, num_classes=n_classes, compile=cuda,
+                   data_preprocessor=dict(type="ClsDataPreprocessor")),
+        work_dir=str(work_dir),
+        train_dataloader=loader("train", s["per_class_train"], True),
+        val_dataloader=loader("test", s["per_class_test"], False),
+        test_dataloader=loader("test", s["per_class_test"], False),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=max(1, epochs // 4) if epochs > 4 else epochs),
+        val_cfg=dict(), test_cfg=dict(),
+        val_evaluator=dict(type="TopKAccuracy"), test_evaluator=dict(type="TopKAccuracy"),
+        optim_wrapper=dict(type="AmpOptimWrapper", dtype="bfloat16", optimizer=optim, paramwise_cfg=paramwise)
+        if cuda else dict(type="OptimWrapper", optimizer=optim, paramwise_cfg=paramwise),
+        param_scheduler=sched,
+        randomness=dict(seed=seed, deterministic=False),
+        env_cfg=dict(cudnn_benchmark=cuda, dist_cfg=dict(backend="nccl" if cuda else "gloo")),
+        # quantizers' own parameters (alpha, beta, b0, b1, slope, gamma) are not decayed; their lr
+        # multiplier is the seed's "10x lower lr for the new parameters" variant
+        bench=dict(schedule=schedule, schedule_label=s["label"], head_precision=HEAD_PRECISION, backbone=bb),
+    ))
+
+
+def _class_names(root):
+    root = Path(root)
+    if _cifar_batches_dir(root):
+        return [str(i) for i in range(10)]
+    return sorted(d.name for d in _split_dirs(root)[0].iterdir() if d.is_dir())
+
+
+def cost_input(schedule):
+    s = SCHEDULES[schedule]["input_size"]
+    return (1, 3, s, s)
+
+
+def cost_forward(model, x):
+    return model._logits_eager(x)
