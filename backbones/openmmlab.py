@@ -1,0 +1,65 @@
+"""BiNealNet in the OpenMMLab registries: the one module that touches mmcv / mmdet / mmseg.
+
+Configs load it with ``custom_imports=dict(imports=['backbones.openmmlab'], allow_failed_imports=False)``
+and then use ``backbone=dict(type='BiNealNet', ...)``. Importing it also
+
+1. supplies mmcv's compiled ops from ``backbones/mmcv_ext.py`` where mmcv-lite has none (a real
+   compiled ``mmcv._ext`` still wins), before anything imports ``mmcv.ops``;
+2. lets mmengine 0.10.7 load its own checkpoints (resume, ``load_from``, ``init_model``) under
+   torch >= 2.6, whose ``torch.load`` defaults to weights-only.
+
+``import backbones`` alone never imports this module.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+from . import mmcv_ext
+
+mmcv_ext.install()  # must precede any import of mmcv.ops (mmdet.models and mmseg.models import it)
+
+import torch  # noqa: E402
+from mmengine.registry import MODELS as ENGINE_MODELS  # noqa: E402
+from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
+
+from .binealnet import BiNealNet  # noqa: E402
+
+
+def load_from_local(filename, map_location=None):
+    """mmengine's local-file checkpoint scheme, loading in full (``weights_only=False``).
+
+    mmengine's Runner writes ``message_hub`` with ``HistoryBuffer`` objects and numpy scalars and
+    dtypes, which torch >= 2.6's weights-only unpickler rejects (allow-listing them one by one did
+    not get through). These are our own trusted checkpoints; only this scheme changes, so other
+    ``torch.load`` calls in the process keep torch's default.
+    """
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"{filename} can not be found.")
+    return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+# '' is the catch-all prefix mmengine registers for local paths; Runner.resume / load_from,
+# load_checkpoint, init_model and init_cfg=Pretrained all go through CheckpointLoader
+CheckpointLoader.register_scheme(prefixes="", loader=load_from_local, force=True)
+
+
+def _registries():
+    """MODELS of mmengine and of whichever of mmdet / mmseg is installed (a task needs only one)."""
+    out = {"mmengine": ENGINE_MODELS}
+    for pkg in ("mmdet", "mmseg"):
+        try:
+            out[pkg] = importlib.import_module(f"{pkg}.registry").MODELS
+        except ModuleNotFoundError as e:
+            if e.name != pkg:  # installed but broken: say so
+                raise
+    return out
+
+
+REGISTRIES = _registries()
+for _registry in REGISTRIES.values():
+    # force=True: re-importing (custom_imports, importlib.reload) replaces rather than raises
+    _registry.register_module(name="BiNealNet", module=BiNealNet, force=True)
+
+__all__ = ["BiNealNet", "REGISTRIES", "load_from_local"]
