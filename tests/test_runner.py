@@ -1,0 +1,227 @@
+"""bench CLI + mmengine runner on classification: records, tables, resume, bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import results
+from bench.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+TINY = ["--opt", "width=0.25"]  # small backbones keep the suite fast; the width is recorded
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    """A tiny real subset of ../shared/data/cifar10-jpeg (or the embedded sample without ../shared)."""
+    src = SHARED_CIFAR if SHARED_CIFAR.is_dir() else REPO / "data" / "cifar10-sample"
+    dst = tmp_path_factory.mktemp("cifar-tiny")
+    for split, n in (("train", 12), ("test", 6)):
+        for c in sorted((src / split).iterdir()):
+            (dst / split / c.name).mkdir(parents=True)
+            for f in sorted(c.iterdir())[:n]:
+                shutil.copy(f, dst / split / c.name / f.name)
+    return dst
+
+
+def _run(tmp_path, *args):
+    return main(["run", "--task", "classification", "--results-dir", str(tmp_path / "res"),
+                 "--work-dir", str(tmp_path / "wd"), *args])
+
+
+def test_smoke_run_writes_complete_record(tmp_path, cifar_root):
+    assert _run(tmp_path, "--backbone", "binealnet", "--data", str(cifar_root), *TINY) == 0
+    (rec_file,) = (tmp_path / "res" / "classification").glob("*.json")
+    rec = json.loads(rec_file.read_text())
+    for k in results.REQUIRED_KEYS:
+        assert k in rec, k
+    assert 0.0 <= rec["metric"]["value"] <= 1.0 and rec["metric"]["name"] == "top1"
+    assert rec["metric"]["higher_is_better"] is True
+    assert rec["data"]["images"] == 10 * (12 + 6) and len(rec["data"]["sha256"]) == 64
+    assert rec["cost"]["macs_by_bits"]["1/1"] > 0 and rec["cost"]["ops"] < rec["cost"]["macs"]
+    assert rec["versions"]["torch"].startswith("2.") and rec["device"].startswith("cpu")
+    assert rec["task_options"] == {"width": 0.25} and rec["config"]["model"]["backbone"]["width"] == 0.25
+    assert rec["speed"]["images_per_s"] > 0
+
+
+def test_compare_then_report_from_records_alone(tmp_path, cifar_root):
+    res = tmp_path / "res"
+    assert main(["compare", "--task", "classification", "--data", str(cifar_root), "--results-dir", str(res),
+                 *TINY]) == 0
+    recs = results.load_records(res, "classification")
+    assert sorted(r["backbone"] for r in recs) == ["binealnet", "fp32", "int8"]
+    md = (res / "classification.md").read_text()
+    assert "| binealnet |" in md and "| int8 |" in md and "OPs (M)" in md
+    assert (res / "classification.png").stat().st_size > 1000
+    overview = (res / "README.md").read_text()
+    assert "OPs BNN/INT8" in overview
+    by = {r["backbone"]: r for r in recs}
+    ratio = by["binealnet"]["cost"]["ops"] / by["int8"]["cost"]["ops"]
+    assert f"{ratio:.3f}" in overview
+    # report again from the records alone: same table
+    (res / "classification.md").unlink()
+    assert main(["report", "--results-dir", str(res)]) == 0
+    assert (res / "classification.md").read_text() == md
+
+
+def test_same_seed_same_metric_on_cpu(tmp_path, cifar_root):
+    vals = []
+    for i in range(2):
+        d = tmp_path / str(i)
+        assert _run(d, "--backbone", "fp32", "--data", str(cifar_root), "--seed", "3", *TINY) == 0
+        (f,) = (d / "res" / "classification").glob("*.json")
+        vals.append(json.loads(f.read_text())["metric"]["value"])
+    assert vals[0] == vals[1]
+
+
+def test_interrupted_run_resumes(tmp_path, cifar_root):
+    wd, res = tmp_path / "wd", tmp_path / "res"
+    cmd = [sys.executable, "-m", "bench.cli", "run", "--task", "classification", "--backbone", "fp32",
+           "--data", str(cifar_root), "--epochs", "30", "--work-dir", str(wd), "--results-dir", str(res), *TINY]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (wd / "epoch_2.pth").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (wd / "epoch_2.pth").exists() and not (wd / "epoch_30.pth").exists()
+    assert not res.exists() or not list(res.rglob("*.json"))  # nothing half written
+    out = subprocess.run(cmd + ["--resume", "--epochs", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Auto resumed from the latest checkpoint" in out.stdout + out.stderr
+    (f,) = res.rglob("*.json")
+    assert json.loads(f.read_text())["epochs"] == 4
+
+
+def _err(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("bench: error:"), err
+    return err[-1]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--task", "segmentatio"], "invalid choice"),
+    (["--backbone", "resnet"], "unknown backbone 'resnet'"),
+    (["--variant", "nope"], "unknown variant 'nope'"),
+    (["--schedule", "forever"], "unknown schedule 'forever'"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--opt", "depth=50"], "unknown option 'depth'"),
+])
+def test_bad_options_one_clear_line(tmp_path, capsys, args, msg):
+    argv = ["run", "--task", "classification", "--results-dir", str(tmp_path / "res")]
+    if args[0] == "--task":
+        with pytest.raises(SystemExit) as e:
+            main(["run", *args])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+        return
+    assert main(argv + args) == 2
+    assert msg in _err(capsys)
+    assert not (tmp_path / "res").exists()
+
+
+def _broken(tmp_path, cifar_root, kind):
+    d = tmp_path / kind
+    shutil.copytree(cifar_root, d)
+    if kind == "missing":
+        return tmp_path / "does-not-exist"
+    if kind == "empty":
+        shutil.rmtree(d)
+        d.mkdir()
+    elif kind == "empty-class":
+        for f in (d / "train" / "cat").iterdir():
+            f.unlink()
+    elif kind == "unreadable":
+        (d / "train" / "cat" / "0000.jpg").write_bytes(b"not a jpeg")
+    return d
+
+
+@pytest.mark.parametrize("kind,msg", [
+    ("missing", "data directory not found"),
+    ("empty", "expected subfolders train/ and test/"),
+    ("empty-class", "class folder has no images"),
+    ("unreadable", "cannot read image"),
+])
+def test_bad_data_one_clear_line(tmp_path, capsys, cifar_root, kind, msg):
+    root = _broken(tmp_path, cifar_root, kind)
+    assert _run(tmp_path, "--data", str(root), *TINY) == 2
+    line = _err(capsys)
+    assert msg in line
+    assert str(root) in line or kind in ("empty-class", "unreadable")
+    if kind == "unreadable":
+        assert "0000.jpg" in line
+    assert not list((tmp_path / "res").rglob("*.json"))
+
+
+def test_results_dir_not_writable(tmp_path, capsys, cifar_root):
+    blocker = tmp_path / "res"
+    blocker.write_text("a file where the results folder should be")
+    assert _run(tmp_path, "--data", str(cifar_root), *TINY) == 2
+    assert "not writable" in _err(capsys)
+    assert not (tmp_path / "wd").exists()  # failed before any training
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, cifar_root, monkeypatch):
+    import tasks.classification as cls
+    calls = {"n": 0}
+    real = cls.F.cross_entropy
+
+    def nan_after_first_epoch(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] > 4 else loss  # 120 images / batch 32 = 4 iters/epoch
+
+    monkeypatch.setattr(cls.F, "cross_entropy", nan_after_first_epoch)
+    assert _run(tmp_path, "--backbone", "fp32", "--data", str(cifar_root), "--epochs", "3", *TINY) == 2
+    line = _err(capsys)
+    assert "loss became nan" in line and "epoch 2" in line
+    assert (tmp_path / "wd" / "epoch_1.pth").exists()
+    ckpt = torch.load(tmp_path / "wd" / "epoch_1.pth", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert not list((tmp_path / "res").rglob("*.json"))
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    p = tmp_path / "r.json"
+    results.atomic_write(p, "old")
+
+    class Boom(str):
+        def encode(self):
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        results.atomic_write(p, Boom("new"))
+    assert p.read_text() == "old" and [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_cli_help_for_every_command(capsys):
+    for cmd in ("run", "compare", "ablate", "eval", "report", "cost", "list"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: bench " + cmd in capsys.readouterr().out
+
+
+def test_cost_command_prints_totals(capsys):
+    assert main(["cost", "--backbone", "binealnet", "--input", "1x3x32x32", "--stem", "cifar"]) == 0
+    out = capsys.readouterr().out
+    assert "OPs" in out and "1/1" in out
+
+
+def test_eval_checkpoint_on_other_data(tmp_path, cifar_root):
+    assert _run(tmp_path, "--backbone", "fp32", "--data", str(cifar_root), *TINY) == 0
+    other = tmp_path / "other"
+    shutil.copytree(cifar_root, other)
+    assert main(["eval", "--task", "classification", "--checkpoint", str(tmp_path / "wd" / "epoch_1.pth"),
+                 "--data", str(other), "--results-dir", str(tmp_path / "res")]) == 0
+    recs = {r["data"]["name"]: r for r in results.load_records(tmp_path / "res")}
+    assert set(recs) == {cifar_root.name, "other"}
+    # same images, same weights: same accuracy
+    assert recs["other"]["metric"]["value"] == recs[cifar_root.name]["metric"]["value"]
