@@ -57,8 +57,9 @@ def nms(boxes, scores, iou_threshold, offset=0):
     """Kept indices in descending score order; suppress when IoU > threshold (as mmcv and torchvision)."""
     if boxes.numel() == 0:
         return boxes.new_zeros(0, dtype=torch.long)
-    boxes = _with_offset(boxes, offset)
-    return torchvision.ops.nms(boxes, scores.to(boxes.dtype), float(iou_threshold))
+    # float32 as mmcv's kernels (torchvision has no half NMS on CPU); keeps AMP outputs working
+    boxes = _with_offset(boxes.float(), offset)
+    return torchvision.ops.nms(boxes, scores.float(), float(iou_threshold))
 
 
 def softnms(boxes, scores, dets, iou_threshold, sigma, min_score, method, offset):
