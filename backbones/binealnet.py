@@ -154,6 +154,9 @@ class BiNealNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():  # scales follow the re-initialised weights
+            if isinstance(m, QConv2d):
+                m.reset_quantizer_scales()
 
     def init_weights(self):
         """mmengine calls this. ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``

@@ -26,6 +26,12 @@ class QConv2d(nn.Conv2d):
         if scales_after and not all(hasattr(q, "unit") for q in (self.weight_quantizer, self.act_quantizer)):
             raise ValueError("scales_after needs binary weight and activation quantizers (they have unit/scale)")
         self.scales_after = scales_after
+        self.reset_quantizer_scales()
+
+    def reset_quantizer_scales(self):
+        """Data-dependent quantizer init from the current weight (binary beta = mean |W|)."""
+        if hasattr(self.weight_quantizer, "reset_scale"):
+            self.weight_quantizer.reset_scale(self.weight)
 
     def _pad(self, x, unit_value):
         ph, pw = _pair(self.padding)

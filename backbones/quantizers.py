@@ -114,6 +114,7 @@ class Int8Quantizer(Quantizer):
         # 0 = not yet observed; learned scales become a Parameter at first use
         self.register_buffer("running_absmax", torch.zeros(()), persistent=True)
         self.scale_param = nn.Parameter(torch.zeros(())) if learned and not per_channel else None
+        self._observed = False
 
     def _absmax(self, x):
         if self.per_channel:
@@ -127,12 +128,13 @@ class Int8Quantizer(Quantizer):
             return (self._absmax(x) / self.qmax).clamp(min=1e-8)
         if self.training:
             cur = self._absmax(x).to(self.running_absmax)
-            if self.running_absmax == 0:
-                self.running_absmax.copy_(cur)
-                if self.scale_param is not None:
-                    self.scale_param.data.copy_((cur / self.qmax).clamp(min=1e-8))
-            else:
-                self.running_absmax.lerp_(cur, self.momentum)
+            # first observation (buffer still 0) takes the value, later ones are averaged; a
+            # torch.where rather than `if buffer == 0` so there is no GPU sync and no graph break
+            r = self.running_absmax
+            r.copy_(torch.where(r > 0, r.lerp(cur, self.momentum), cur))
+            if self.scale_param is not None and not self._observed:  # LSQ starts from the observation
+                self.scale_param.data.copy_((cur / self.qmax).clamp(min=1e-8))
+                self._observed = True
         if self.scale_param is not None:
             return self.scale_param.abs().clamp(min=1e-8)
         return (self.running_absmax / self.qmax).clamp(min=1e-8)
@@ -156,7 +158,7 @@ ALPHA_SHAPES = {1: "per output channel", 2: "per (out, in) pair", 4: "per weight
 
 class BinaryWeightQuantizer(Quantizer):
     """Wb = Sign(Tanh(alpha * W)) * beta. alpha is 1-D (out), 2-D (out, in) or 4-D (every element);
-    beta is per output channel, initialised to mean|W| (the XNOR scale). Both are learned."""
+    beta is per output channel, set to mean|W| (the XNOR scale) by ``reset_scale``. Both are learned."""
 
     bits = 1
     pad_unit = 0.0  # weights are never padded
@@ -171,14 +173,13 @@ class BinaryWeightQuantizer(Quantizer):
         self.alpha = nn.Parameter(torch.ones(shape))
         self.beta = nn.Parameter(torch.ones((out,) + (1,) * (len(weight_shape) - 1)))
         self.estimator = estimator
-        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def reset_scale(self, w):
+        """beta = mean |W| per output channel (the XNOR scale); layers call this after weight init."""
+        self.beta.copy_(w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True).clamp(min=1e-8))
 
     def unit(self, w):
-        if not bool(self.initialised):  # data-dependent init of beta on the first call
-            with torch.no_grad():
-                dims = tuple(range(1, w.dim()))
-                self.beta.copy_(w.abs().mean(dim=dims, keepdim=True).clamp(min=1e-8))
-                self.initialised.fill_(True)
         t = torch.tanh(self.alpha * w)
         return _SignIdentitySTE.apply(t) if self.estimator == "ste" else sign(t, self.estimator)
 

@@ -10,6 +10,7 @@ the data preprocessor on the training device, so a GPU run keeps the data path o
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 from pathlib import Path
@@ -43,6 +44,8 @@ SCHEDULES = {
 }
 TASK_OPTIONS = {
     "width": dict(type=float, default=None, help="backbone width multiplier (default: the preset's)"),
+    "compile": dict(type=lambda v: {"true": True, "false": False}[v.lower()], default=None, choices=["true", "false"],
+                    help="torch.compile the network (default off: at our schedules compile time outweighs the gain)"),
 }
 CIFAR_MEAN, CIFAR_STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
 
@@ -106,6 +109,7 @@ def _decode(path: Path, size: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
 
 
+@functools.lru_cache(maxsize=4)  # val and test loaders share the decoded split
 def load_split(root, split: str, per_class=None, size: int = 32):
     """(uint8 tensor N x 3 x size x size, int64 labels, class names) of 'train' or 'test'."""
     root = Path(root)
@@ -251,7 +255,7 @@ def _register():
 
 
 def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
-                 width=None, **_):
+                 width=None, compile=None, **_):
     from mmengine.config import Config
 
     _register()
@@ -280,7 +284,8 @@ def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, dev
     cuda = device == "cuda"
     return Config(dict(
         default_scope="mmengine",
-        model=dict(type="BenchClassifier", backbone=bb, num_classes=n_classes, compile=cuda,
+        model=dict(type="BenchClassifier", backbone=bb, num_classes=n_classes,
+                   compile=bool(compile),
                    data_preprocessor=dict(type="ClsDataPreprocessor")),
         work_dir=str(work_dir),
         train_dataloader=loader("train", s["per_class_train"], True),
