@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The classification runs behind results/classification/*gpu*.json, as run on a lent H100
+# through the device tool (one call; only the project travels, so data and wheels are carried):
+#   .devdata/cifar10-jpeg  a copy of ../shared/data/cifar10-jpeg (all 50k train / 10k test JPEGs)
+#   .whl/                  mmengine 0.10.7 + addict, yapf, termcolor, platformdirs (py3.12 wheels)
+# Main comparison: the three backbones, `gpu` schedule (12 epochs, full train set).
+# Ablation: the seed's rows, 3 epochs each (a very short schedule, labelled so), while time lasts.
+# Usage there: OUT=<folder for records> BUDGET_S=480 bash scripts/device_classification.sh
+set -uo pipefail
+OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-480}; DATA=${DATA:-.devdata/cifar10-jpeg}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi -L 2>/dev/null | tee "$OUT/gpu.txt"
+RES=gpu_results
+run() {  # bench run ... ; keep every record in one tar under $OUT (the tool returns at most 8 files)
+  python3 -m bench.cli run --task classification --data "$DATA" --device cuda --results-dir "$RES" "$@" 2>&1 \
+    | tee -a "$OUT/log.txt" | grep -E "Epoch\(val\)|bench: error|Traceback|Error:|top1 =" | tail -6
+  tar -cf "$OUT/records.tar" "$RES"
+}
+for b in binealnet int8 fp32; do
+  echo "== $b gpu ($SECONDS s)"; run --backbone "$b" --schedule gpu
+done
+for v in binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after \
+         binary-ds3-clip-lr0.1; do
+  if (( SECONDS > BUDGET_S )); then echo "== budget spent at $SECONDS s: skipping $v and later"; break; fi
+  echo "== variant $v ($SECONDS s)"; run --backbone binealnet --variant "$v" --schedule gpu --epochs 3
+done
+echo "done in $SECONDS s"
