@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The classification runs behind results/classification/*gpu*.json, as run on a lent H100
 # through the device tool (one call; only the project travels, so data and wheels are carried):
-#   .devdata/cifar10-jpeg  a copy of ../shared/data/cifar10-jpeg (all 50k train / 10k test JPEGs)
+#   .devdata/cifar.zip     ../shared/data/cifar10-jpeg zipped (all 50k train / 10k test JPEGs)
 #   .whl/                  mmengine 0.10.7 + addict, yapf, termcolor, platformdirs (py3.12 wheels)
 # Main comparison: the three backbones, `gpu` schedule (12 epochs, full train set).
 # Ablation: the seed's rows, 3 epochs each (a very short schedule, labelled so), while time lasts.
@@ -9,6 +9,9 @@
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-480}; DATA=${DATA:-.devdata/cifar10-jpeg}
 mkdir -p "$OUT"
+# the device tool counts disk blocks, so 60k small JPEGs travel as one zip (made with
+# `cd ../shared/data/cifar10-jpeg && python3 -m zipfile -c ../../../main/.devdata/cifar.zip train test`)
+[ -d "$DATA" ] || python3 -m zipfile -e .devdata/cifar.zip "$DATA"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
