@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -56,7 +55,8 @@ SCHEDULES = {
     "short": dict(epochs=24, batch_size=8, lr=1e-3, input_size=256, max_images=None, num_workers=2,
                   val_interval=8, label="short (input 256, 24 epochs, batch 8; fits 2 CPU cores)"),
     "paper": dict(epochs=140, batch_size=16, lr=5e-4, input_size=512, max_images=None, num_workers=4,
-                  val_interval=10, label="paper (mmdet CenterNet: crop 512, 140 epochs, steps at 90/120)"),
+                  val_interval=10, label="paper (mmdet CenterNet: crop 512, 140 epochs, lr steps at 90/120; "
+                                         "one GPU, batch 16, Adam 5e-4)"),
 }
 MODELS_ = ("centernet", "retinanet")
 HEAD_PRECISIONS = ("fp32", "int8", "binary")
@@ -160,10 +160,10 @@ def _check_coco(path: Path, image_dir: Path) -> dict:
             bad.append(f"{where}: bbox {a['bbox']} lies outside the {w_img:g}x{h_img:g} image")
     if bad:
         raise DataError(f"{path}: {len(bad)} bad annotation(s); first: " + "; ".join(bad[:3]))
-    missing = [im["file_name"] for im in images.values() if not (image_dir / im["file_name"]).is_file()]
+    missing = [(i, f) for i, (_, _, f) in sizes.items() if not (image_dir / f).is_file()]
     if missing:
-        raise DataError(f"{path}: {len(missing)} image file(s) missing under {image_dir}/, e.g. {missing[0]} "
-                        f"(image id {next(i for i, im in images.items() if im['file_name'] == missing[0])})")
+        raise DataError(f"{path}: {len(missing)} image file(s) missing under {image_dir}/, e.g. {missing[0][1]} "
+                        f"(image id {missing[0][0]})")
     return d
 
 
@@ -190,15 +190,15 @@ def data_info(root, schedule=None) -> dict:
     root = Path(root)
     lay = _layout(root)
     n = SCHEDULES[schedule]["max_images"] if schedule else None
-    h, counts, seen = hashlib.sha256(), {}, set()
+    h, counts = hashlib.sha256(), {}
     for split in ("train", "val"):
         path, img_dir = lay[split]
-        counts[split] = len(_read_json(path)["images"])
-        if path in seen:
+        images = _read_json(path)["images"]
+        counts[split] = len(images)
+        if split == "val" and lay["single"]:
             continue
-        seen.add(path)
         h.update(path.read_bytes())
-        for im in sorted(_read_json(path)["images"], key=lambda im: im["file_name"]):
+        for im in sorted(images, key=lambda im: im["file_name"]):
             f = img_dir / im["file_name"]
             h.update(f"{im['file_name']}:{f.stat().st_size}\n".encode())
     used = {k: min(v, n) if n else v for k, v in counts.items()}
