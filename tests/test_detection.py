@@ -210,6 +210,15 @@ def test_build_config_builds_runner(tmp_path, backbone, model):
         "AmpOptimWrapper"
 
 
+def test_seed_variant_and_options_are_in_config(tmp_path):
+    cfg = det.build_config("binealnet", det.DEFAULT_DATA, "smoke", tmp_path, 3, variant="binary-ds3-clip-lr0.1",
+                           model="retinanet", width=1.0, head_precision="int8")
+    assert cfg.bench.backbone["aux_lr_mult"] == 0.1 and cfg.bench.width == 1.0 and cfg.randomness.seed == 3
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys["_quantizer."]["lr_mult"] == 0.1
+    assert cfg.model.type == "BenchQuantNeckHead" and cfg.model.detector.type == "RetinaNet"
+    assert det.cost_input("paper") == (1, 3, 512, 512) and det.cost_input("smoke") == (1, 3, 128, 128)
+
+
 def test_init_from_loads_backbone_and_reports_mismatch(tmp_path):
     from mmdet.registry import MODELS
     src = backbones.build("fp32", out_indices=(3,))
