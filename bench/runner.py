@@ -40,7 +40,8 @@ def _commit() -> str:
                                capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copy without .git (e.g. the device tool's): the launcher may say which commit it is
+        return os.environ.get("BENCH_COMMIT", "unknown")
 
 
 def device_name(device: str) -> str:

@@ -4,8 +4,8 @@
 #   .devdata/cifar.zip     ../shared/data/cifar10-jpeg zipped (all 50k train / 10k test JPEGs)
 #   .whl/                  mmengine 0.10.7 + addict, yapf, termcolor, platformdirs (py3.12 wheels)
 # Main comparison: the three backbones, `gpu` schedule (12 epochs, full train set).
-# Ablation: the seed's rows, 3 epochs each (a very short schedule, labelled so), while time lasts.
-# Usage there: OUT=<folder for records> BUDGET_S=480 bash scripts/device_classification.sh
+# Ablation (MODE=ablation): the seed's rows, 4 epochs each, all at once (a very short schedule, labelled so).
+# Usage there: OUT=<folder for records> BENCH_COMMIT=<sha> [MODE=main|ablation] bash scripts/device_classification.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-480}; DATA=${DATA:-.devdata/cifar10-jpeg}
 mkdir -p "$OUT"
@@ -22,14 +22,23 @@ RES=gpu_results
 run() {  # bench run ... ; keep every record in one tar under $OUT (the tool returns at most 8 files)
   python3 -m bench.cli run --task classification --data "$DATA" --device cuda --results-dir "$RES" "$@" 2>&1 \
     | tee -a "$OUT/log.txt" | grep -E "Epoch\(val\)|bench: error|Traceback|Error:|top1 =" | tail -6
-  tar -cf "$OUT/records.tar" "$RES"
+  flock "$OUT/.lock" tar -cf "$OUT/records.tar" "$RES"
 }
-for b in binealnet int8 fp32; do
-  echo "== $b gpu ($SECONDS s)"; run --backbone "$b" --schedule gpu
-done
-for v in binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after \
-         binary-ds3-clip-lr0.1; do
-  if (( SECONDS > BUDGET_S )); then echo "== budget spent at $SECONDS s: skipping $v and later"; break; fi
-  echo "== variant $v ($SECONDS s)"; run --backbone binealnet --variant "$v" --schedule gpu --epochs 3
-done
+VARIANTS="binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after
+          binary-ds3-clip-lr0.1"
+if [ "${MODE:-main}" = main ]; then
+  for b in binealnet int8 fp32; do
+    echo "== $b gpu ($SECONDS s)"; run --backbone "$b" --schedule gpu
+  done
+  for v in $VARIANTS; do
+    if (( SECONDS > BUDGET_S )); then echo "== budget spent at $SECONDS s: skipping $v and later"; break; fi
+    echo "== variant $v ($SECONDS s)"; run --backbone binealnet --variant "$v" --schedule gpu --epochs 3
+  done
+else  # MODE=ablation: every variant at once on the one GPU (each alone leaves it mostly idle)
+  for v in $VARIANTS; do
+    ( run --backbone binealnet --variant "$v" --schedule gpu --epochs "${ABLATION_EPOCHS:-4}" \
+        --work-dir "work_dirs/ablate_$v"; echo "== $v done at $SECONDS s" ) &
+  done
+  wait
+fi
 echo "done in $SECONDS s"
