@@ -98,7 +98,7 @@ def task_table(records: list[dict]) -> str:
         r0 = recs[0]
         sec = _metric_cols(recs)
         lines += [f"## schedule `{r0['schedule']}` ({r0['epochs']} epochs), data `{r0['data']['name']}`",
-                  "", f"- schedule: {r0.get('schedule_label', r0['schedule'])}",
+                  "", f"- schedule: {r0.get('schedule_label', r0['schedule'])}; epochs run: {r0['epochs']}",
                   f"- data: `{r0['data']['path']}` ({r0['data'].get('images')} images, sha256 "
                   f"`{r0['data'].get('sha256', '')[:16]}`)",
                   f"- options: {r0.get('task_options', {})}; seed {r0['seed']}; device {r0['device']}", ""]
