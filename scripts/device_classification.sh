@@ -19,13 +19,14 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi -L 2>/dev/null | tee "$OUT/gpu.txt"
 RES=gpu_results
+command -v flock >/dev/null || flock() { shift; "$@"; }
 run() {  # bench run ... ; keep every record in one tar under $OUT (the tool returns at most 8 files)
   python3 -m bench.cli run --task classification --data "$DATA" --device cuda --results-dir "$RES" "$@" 2>&1 \
     | tee -a "$OUT/log.txt" | grep -E "Epoch\(val\)|bench: error|Traceback|Error:|top1 =" | tail -6
   flock "$OUT/.lock" tar -cf "$OUT/records.tar" "$RES"
 }
-VARIANTS="binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after
-          binary-ds3-clip-lr0.1"
+VARIANTS=${VARIANTS:-"binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after
+          binary-ds3-clip-lr0.1"}
 if [ "${MODE:-main}" = main ]; then
   for b in binealnet int8 fp32; do
     echo "== $b gpu ($SECONDS s)"; run --backbone "$b" --schedule gpu
