@@ -162,6 +162,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
                 epochs=epochs, seed=seed, task_options=task_opts)
     (work_dir / "bench_run.json").write_text(json.dumps(args, indent=1))
 
+    args["commit"] = _commit()  # the code the run started from, not whatever is checked out at its end
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
     _quiet_paramwise_log(runner)
@@ -194,7 +195,7 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "task_options": {k: v for k, v in args["task_options"].items() if v is not None},
         "seed_reported": backbones.SEED_VARIANTS[variant][1] if variant else None,
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
-        "commit": _commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
+        "commit": args.get("commit") or _commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
         "command": "bench run " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in {**{k: args[k] for k in ("task", "backbone", "variant", "data",
                                                                                  "schedule", "epochs", "seed")},
