@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 # ---------------------------------------------------------------- sign with gradient estimators
 def _binary_sign(x: torch.Tensor) -> torch.Tensor:
-    """+1 / -1, with sign(0) = +1 so the value is always binary (torch.sign(0) is 0)."""
-    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    """+1 / -1 and nothing else (torch.sign(0) is 0): 1 with the sign bit of x, one pass over
+    memory; +0 gives +1 (and -0.0, which only arises from negating an exact zero, gives -1)."""
+    return torch.copysign(x.new_ones(()), x)
 
 
 class _SignSTE(torch.autograd.Function):
