@@ -1,6 +1,6 @@
 """Inference cost of any ``nn.Module``: MACs per precision, BOPs, OPs, parameters, size at true bit-width.
 
-Forward hooks on every ``nn.Conv2d`` (``backbones.QConv2d`` included) and ``nn.Linear``; the bit-widths
+Forward hooks on every convolution (``nn.Conv2d``, ``backbones.QConv2d``, ``nn.ConvTranspose2d``, ...) and ``nn.Linear``; the bit-widths
 are read from the layer's ``weight_quantizer.bits`` / ``act_quantizer.bits`` (a layer without
 quantizers is 32/32). Nothing else is counted: BatchNorm, activations, residual adds, pooling,
 interpolation and the quantizers' own arithmetic cost nothing here.
@@ -31,14 +31,20 @@ first call, eval or not; that is the same value its first training step would se
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.conv import _ConvNd
 
 PARTS = ("backbone", "neck", "head", "model")
 LOW_BIT_LIMIT = 16  # a layer is low-bit (has BOPs) when max(w_bits, a_bits) < this
+
+
+#: the layers that carry MACs: convolutions of any dimension, transposed ones (deconvs) included, and linear
+COUNTED = (_ConvNd, nn.Linear)
 
 
 def layer_bits(module: nn.Module) -> tuple[int, int]:
@@ -162,9 +168,13 @@ def count_cost(model: nn.Module, example_input, forward: Callable | None = None)
 
     def hook(module, inputs, output):
         out = output if isinstance(output, torch.Tensor) else output[0]
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs = out.numel() * (module.in_channels // module.groups) * kh * kw
+        if isinstance(module, _ConvNd):
+            k = math.prod(module.kernel_size)
+            if module.transposed:  # every input element meets (out_channels / groups) * k weights
+                x = inputs[0]
+                macs = x.numel() * (module.out_channels // module.groups) * k
+            else:
+                macs = out.numel() * (module.in_channels // module.groups) * k
         else:
             macs = out.numel() * module.in_features
         row = rows.get(module)
@@ -178,7 +188,7 @@ def count_cost(model: nn.Module, example_input, forward: Callable | None = None)
         row.macs += int(macs)
 
     modes = {m: m.training for m in model.modules()}
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, COUNTED)]
     try:
         model.eval()
         with torch.no_grad():
@@ -192,7 +202,7 @@ def count_cost(model: nn.Module, example_input, forward: Callable | None = None)
     # parameters: each tensor once, weights of conv / linear at their w_bits, the rest at 32 bits
     weight_bits = {}
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
+        if isinstance(m, COUNTED):
             weight_bits[id(m.weight)] = layer_bits(m)[0]
     params, size_bits = 0, 0
     part_params: dict[str, int] = {}

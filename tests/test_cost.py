@@ -173,3 +173,12 @@ def test_binealnet_ops_below_quarter_of_int8(stem, size):
     # int8: every stage conv is 8/8, so its OPs equal its MACs, the same MACs as fp32
     assert r["int8"]["macs"] == r["fp32"]["macs"] == r["int8"]["ops"] == r["fp32"]["ops"]
     assert set(r["binealnet"]["macs_by_bits"]) == {"32/32", "1/1"}
+
+
+def test_transposed_conv_by_hand():
+    # CenterNet's neck upsamples with deconvs: each input element meets Cout/groups * kh * kw weights
+    m = nn.ConvTranspose2d(6, 4, 4, stride=2, padding=1, bias=False)
+    d = count_cost(m, torch.zeros(1, 6, 5, 7)).to_dict()
+    assert d["macs"] == 6 * 5 * 7 * 4 * 4 * 4 and d["macs_by_bits"] == {"32/32": d["macs"]}
+    g = nn.ConvTranspose2d(6, 4, 3, groups=2, bias=False)
+    assert count_cost(g, torch.zeros(1, 6, 5, 5)).macs == 6 * 5 * 5 * 2 * 3 * 3
