@@ -75,6 +75,21 @@ def _group_key(r):
             json.dumps(r.get("task_options", {}), sort_keys=True))
 
 
+def _settings(r) -> str:
+    """The resolved choices a reader needs to compare rows (from the config dump, not the flags)."""
+    b = r.get("config", {}).get("bench", {})
+    width = b.get("width") or b.get("backbone", {}).get("width")
+    if width is None:  # the preset's own width
+        import backbones
+        width = backbones.PRESETS.get(r["backbone"], {}).get("width")
+    parts = [f"{k}={b[k]}" for k in ("model", "head_precision") if k in b]
+    return ", ".join(parts + [f"width={width}"])
+
+
+def _metric_value(x):
+    return "n/a" if x is not None and x < 0 else _fmt(x)  # COCO gives -1 where a size class is empty
+
+
 def _metric_cols(recs):
     keys = []
     for r in recs:
@@ -102,14 +117,14 @@ def task_table(records: list[dict]) -> str:
                   f"- data: `{r0['data']['path']}` ({r0['data'].get('images')} images, sha256 "
                   f"`{r0['data'].get('sha256', '')[:16]}`)",
                   f"- options: {r0.get('task_options', {})}; seed {r0['seed']}; device {r0['device']}", ""]
-        head = (["backbone", "variant", r0["metric"]["name"]] + sec +
+        head = (["backbone", "variant", "settings", r0["metric"]["name"]] + sec +
                 ["OPs (M)", "BOPs (G)", "FP MACs (M)", "params (M)", "size (MB)", "input", "img/s", "wall (s)",
                  "seed acc.", "record"])
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in sorted(recs, key=lambda r: r["cost"]["ops"]):
             c = r["cost"]
-            row = [r["backbone"], r["variant"] or "", _fmt(r["metric"]["value"])]
-            row += [_fmt(r["metric"].get("secondary", {}).get(k)) for k in sec]
+            row = [r["backbone"], r["variant"] or "", _settings(r), _fmt(r["metric"]["value"])]
+            row += [_metric_value(r["metric"].get("secondary", {}).get(k)) for k in sec]
             row += [_fmt(c["ops"], 1e6), _fmt(c["bops"], 1e9), _fmt(c["macs_by_bits"].get("32/32", 0), 1e6),
                     _fmt(c["params"], 1e6), _fmt(c["size_bits"], 8e6), "x".join(map(str, r.get("cost_input", []))),
                     _fmt(r.get("speed", {}).get("images_per_s"), 1, 3), f"{r['wall_s']:.0f}",
