@@ -264,6 +264,8 @@ def quantize_neck_head(model: nn.Module, precision: str, output_convs=()) -> nn.
                 else:
                     new = backbones.QConv2d(cin, cout, child.kernel_size, **common)
                 new.load_state_dict(child.state_dict(), strict=False)
+                if hasattr(wq, "reset_scale"):  # beta follows the copied weights (out channels first)
+                    wq.reset_scale(new.weight.transpose(0, 1) if deconv else new.weight)
                 setattr(m, child_name, new)
         if precision == "binary":
             for m in root.modules():  # mmcv ConvModule keeps its activation as `activate`
