@@ -19,13 +19,17 @@ def _binary_sign(x: torch.Tensor) -> torch.Tensor:
     return torch.copysign(x.new_ones(()), x)
 
 
-class _SignSTE(torch.autograd.Function):
-    """Straight-through estimator, clipped: d/dx = 1 for |x| <= 1, else 0 (BNN / XNOR)."""
+class _Sign(torch.autograd.Function):
+    """Binary sign forward; subclasses give the backward (the gradient estimator)."""
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
         return _binary_sign(x)
+
+
+class _SignSTE(_Sign):
+    """Straight-through estimator, clipped: d/dx = 1 for |x| <= 1, else 0 (BNN / XNOR)."""
 
     @staticmethod
     def backward(ctx, grad):
@@ -33,9 +37,19 @@ class _SignSTE(torch.autograd.Function):
         return torch.where(x.abs() <= 1, grad, 0.0)
 
 
+class _SignApprox(_Sign):
+    """Bi-Real Net ApproxSign: the derivative of the piecewise quadratic
+    F(x) = -1 (x<-1); 2x+x^2 (-1<=x<0); 2x-x^2 (0<=x<1); 1 (x>=1), i.e. 2 - 2|x| on |x| < 1."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (2 - 2 * x.abs()).clamp_(min=0)
+
+
 class _SignIdentitySTE(torch.autograd.Function):
     """STE without the clip, for inputs already inside [-1, 1] (tanh outputs), where the clipped
-    STE's mask is all ones: same gradient, one full-size op less per weight tensor."""
+    STE's mask is all ones: same gradient, one full-size op and no saved tensor per weight."""
 
     @staticmethod
     def forward(ctx, x):
@@ -44,21 +58,6 @@ class _SignIdentitySTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad
-
-
-class _SignApprox(torch.autograd.Function):
-    """Bi-Real Net ApproxSign: the derivative of the piecewise quadratic
-    F(x) = -1 (x<-1); 2x+x^2 (-1<=x<0); 2x-x^2 (0<=x<1); 1 (x>=1), i.e. 2 - 2|x| on |x| < 1."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return _binary_sign(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (2 - 2 * x.abs()).clamp_(min=0)
 
 
 SIGN_ESTIMATORS = {"ste": _SignSTE.apply, "approx": _SignApprox.apply}
