@@ -225,3 +225,14 @@ def test_eval_checkpoint_on_other_data(tmp_path, cifar_root):
     assert set(recs) == {cifar_root.name, "other"}
     # same images, same weights: same accuracy
     assert recs["other"]["metric"]["value"] == recs[cifar_root.name]["metric"]["value"]
+
+
+def test_ablate_prints_seed_accuracies_beside_measured(tmp_path, capsys, cifar_root):
+    assert main(["ablate", "--task", "classification", "--variants", "binary,fp32", "--data", str(cifar_root),
+                 "--results-dir", str(tmp_path / "res"), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "seed (400 ep)" in out and "0.9112" in out and "0.9479" in out
+    recs = results.load_records(tmp_path / "res")
+    assert sorted(r["variant"] for r in recs) == ["binary", "fp32"]
+    assert {r["seed_reported"] for r in recs} == {0.9112, 0.9479}
+    assert "| binealnet | fp32 |" in (tmp_path / "res" / "classification.md").read_text()
