@@ -38,33 +38,37 @@ def _add_run_args(p, with_backbone=True):
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="multi-GPU: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="task option, e.g. --opt model=retinanet --opt width=2.0 (see `bench list`)")
+    # task options: every task's TASK_OPTIONS as a flag (e.g. --model, --width, --init-from)
+    seen = {}
+    for t in tasks.TASKS:
+        for k, spec in _task_options(t).items():
+            seen.setdefault(k, (spec, []))[1].append(t)
+    g = p.add_argument_group("task options (see `bench list`)")
+    for k, (spec, owners) in seen.items():
+        g.add_argument("--" + k.replace("_", "-"), dest="opt_" + k, default=None, metavar=k.upper(),
+                       choices=spec.get("choices"), help=f"[{', '.join(owners)}] {spec.get('help', '')}")
 
 
-def _parse_opts(task_name, pairs):
+def _parse_opts(task_name, args):
     known = _task_options(task_name)
     out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise BenchError(f"--opt expects KEY=VALUE; got {pair!r}")
-        k, v = pair.split("=", 1)
-        k = k.replace("-", "_")
+    for dest, v in vars(args).items():
+        if not dest.startswith("opt_") or v is None:
+            continue
+        k = dest[4:]
         if k not in known:
-            raise BenchError(f"unknown option {k!r} for task {task_name}; known: {sorted(known) or 'none'}")
-        spec = known[k]
-        if "choices" in spec and v not in spec["choices"]:
-            raise BenchError(f"option {k}={v!r}: expected one of {spec['choices']}")
+            raise BenchError(f"--{k.replace('_', '-')} is not an option of task {task_name}; "
+                             f"its options: {sorted(known) or 'none'}")
         try:
-            out[k] = spec.get("type", str)(v)
-        except ValueError:
-            raise BenchError(f"option {k}={v!r}: expected a {spec.get('type', str).__name__}") from None
+            out[k] = known[k].get("type", str)(v)
+        except (ValueError, KeyError):
+            raise BenchError(f"--{k.replace('_', '-')} {v!r}: not a valid value") from None
     return out
 
 
 def _run_kwargs(a):
     kw = dict(data=a.data, schedule=a.schedule, epochs=a.epochs, device=a.device, resume=a.resume, seed=a.seed,
-              launcher=a.launcher, **_parse_opts(a.task, a.opt))
+              launcher=a.launcher, **_parse_opts(a.task, a))
     if a.results_dir:
         kw["results_dir"] = Path(a.results_dir)
     return kw
@@ -147,7 +151,7 @@ def cmd_list(a):
         for s, spec in mod.SCHEDULES.items():
             print(f"    schedule {s:8s} {spec.get('label', '')}")
         for k, spec in getattr(mod, "TASK_OPTIONS", {}).items():
-            print(f"    --opt {k}=...  {spec.get('help', '')} (default {spec.get('default')})")
+            print(f"    --{k.replace('_', '-'):15s} {spec.get('help', '')}")
     print("backbones:")
     for b, kw in backbones.PRESETS.items():
         print(f"  {b:16s} {kw}")

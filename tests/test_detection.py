@@ -289,7 +289,7 @@ def test_bench_run_detection_writes_complete_record(tmp_path):
     from bench.cli import main
     assert main(["run", "--task", "detection", "--backbone", "fp32", "--data", str(SMOKE_DATA),
                  "--results-dir", str(tmp_path / "res"), "--work-dir", str(tmp_path / "wd"),
-                 "--opt", "width=0.5"]) == 0
+                 "--width", "0.5"]) == 0
     (rec_file,) = (tmp_path / "res" / "detection").glob("*.json")
     rec = json.loads(rec_file.read_text())
     for k in results.REQUIRED_KEYS:

@@ -16,7 +16,7 @@ from bench.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
-TINY = ["--opt", "width=0.25"]  # small backbones keep the suite fast; the width is recorded
+TINY = ["--width", "0.25"]  # small backbones keep the suite fast; the width is recorded
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def _err(capsys):
     (["--variant", "nope"], "unknown variant 'nope'"),
     (["--schedule", "forever"], "unknown schedule 'forever'"),
     (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--opt", "depth=50"], "unknown option 'depth'"),
+    (["--model", "retinanet"], "--model is not an option of task classification"),
 ])
 def test_bad_options_one_clear_line(tmp_path, capsys, args, msg):
     argv = ["run", "--task", "classification", "--results-dir", str(tmp_path / "res")]
