@@ -14,7 +14,7 @@ $(BIN)/bench: pyproject.toml
 venv: $(BIN)/bench
 
 demo: venv
-	$(BIN)/bench run --task classification --backbone binealnet --schedule smoke
+	$(BIN)/bench run --task classification --backbone binealnet --schedule smoke --results-dir work_dirs/demo-results
 
 test: venv
 	$(BIN)/python -m pytest -q tests
