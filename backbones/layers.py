@@ -11,9 +11,17 @@ from .quantizers import FloatQuantizer, Quantizer
 class QConv2d(nn.Conv2d):
     """``nn.Conv2d`` (every argument forwarded) with ``weight_quantizer`` and ``act_quantizer``.
 
-    Padding is done explicitly with the activation quantizer's pad value, so a binary input is
-    padded with -1 (a true binary value) rather than 0. ``scales_after=True`` (binary
-    quantizers only) convolves the +-1 units and multiplies the output by beta * gamma afterwards.
+    Binary activations are padded with -1 (a true binary value), never 0. The conv itself
+    zero-pads and adds the border's share, ``conv(pad(0, -1), W)`` computed at batch 1: the
+    convolution is linear in its input, so the sum is exactly ``conv(pad(a, -1), W)`` without
+    copying every activation into a padded tensor.
+
+    Scales of binary activations (gamma, a scalar) and weights (beta, per output channel) are
+    one factor per output channel. By default (scales before the conv) it enters the conv through
+    its weight operand, ``conv(+-1, sign(W) * beta * gamma)``: the same product as
+    ``conv(sign(x) * gamma, sign(W) * beta)``, with the scalar multiplied into the (usually much
+    smaller) weight tensor. ``scales_after=True`` (the seed variant) convolves the +-1 units
+    only and multiplies the output by beta * gamma.
     """
 
     def __init__(self, *args, weight_quantizer: Quantizer | None = None, act_quantizer: Quantizer | None = None,
@@ -33,22 +41,32 @@ class QConv2d(nn.Conv2d):
         if hasattr(self.weight_quantizer, "reset_scale"):
             self.weight_quantizer.reset_scale(self.weight)
 
-    def _pad(self, x, unit_value):
+    def _conv(self, a, w):
+        return F.conv2d(a, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _border(self, a, w, pad_unit):
+        """conv(pad(zeros, pad_unit), W) at batch 1: what the pad ring adds to a zero-padded conv."""
         ph, pw = _pair(self.padding)
-        if ph == 0 and pw == 0:
-            return x
-        return F.pad(x, (pw, pw, ph, ph), value=float(unit_value))
+        if pad_unit == 0 or (ph == 0 and pw == 0):
+            return 0.0
+        ring = F.pad(a.new_zeros((1,) + a.shape[1:]), (pw, pw, ph, ph), value=float(pad_unit))
+        return F.conv2d(ring, w, None, self.stride, 0, self.dilation, self.groups)
 
     def forward(self, x):
         wq, aq = self.weight_quantizer, self.act_quantizer
-        if self.scales_after:
-            w, a = wq.unit(self.weight), self._pad(aq.unit(x), aq.pad_unit)
-            y = F.conv2d(a, w, None, self.stride, 0, self.dilation, self.groups)
-            y = y * (wq.scale.view(1, -1, 1, 1) * aq.scale)
+        if not hasattr(aq, "unit"):  # float / INT8 inputs: zero padding, as nn.Conv2d
+            y = self._conv(aq(x), wq(self.weight))
         else:
-            # binary: pad the +-1 units with -1, then scale; others: pad the value with 0
-            a = self._pad(aq.unit(x), aq.pad_unit) * aq.scale if hasattr(aq, "unit") else self._pad(aq(x), 0.0)
-            y = F.conv2d(a, wq(self.weight), None, self.stride, 0, self.dilation, self.groups)
+            a = aq.unit(x)  # exactly +-1
+            if hasattr(wq, "unit"):
+                w, scale = wq.unit(self.weight), wq.scale.view(-1) * aq.scale
+            else:  # float or INT8 weights with binary activations: gamma is the only scale
+                w, scale = wq(self.weight), aq.scale
+            if not self.scales_after:
+                w = w * (scale.view(-1, 1, 1, 1) if scale.dim() else scale)
+            y = self._conv(a, w) + self._border(a, w, aq.pad_unit)
+            if self.scales_after:
+                y = y * scale.view(1, -1, 1, 1)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
