@@ -85,20 +85,25 @@ def test_same_seed_same_metric_on_cpu(tmp_path, cifar_root):
 def test_interrupted_run_resumes(tmp_path, cifar_root):
     wd, res = tmp_path / "wd", tmp_path / "res"
     cmd = [sys.executable, "-m", "bench.cli", "run", "--task", "classification", "--backbone", "fp32",
-           "--data", str(cifar_root), "--epochs", "30", "--work-dir", str(wd), "--results-dir", str(res), *TINY]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--data", str(cifar_root), "--work-dir", str(wd), "--results-dir", str(res), *TINY]
+    proc = subprocess.Popen(cmd + ["--epochs", "500"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not (wd / "epoch_2.pth").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
+    while not (wd / "last_checkpoint").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # killed mid-run, at the first checkpoint or a little later
     proc.wait()
-    assert (wd / "epoch_2.pth").exists() and not (wd / "epoch_30.pth").exists()
+    assert (wd / "last_checkpoint").exists(), "the run wrote no checkpoint before it was killed"
     assert not res.exists() or not list(res.rglob("*.json"))  # nothing half written
-    out = subprocess.run(cmd + ["--resume", "--epochs", "4"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = max(int(p.stem.split("_")[1]) for p in wd.glob("epoch_*.pth"))
+    assert done < 500
+    out = subprocess.run(cmd + ["--resume", "--epochs", str(done + 2)], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Auto resumed from the latest checkpoint" in out.stdout + out.stderr
+    assert f"resumed epoch: {done}" in out.stdout + out.stderr
     (f,) = res.rglob("*.json")
-    assert json.loads(f.read_text())["epochs"] == 4
+    assert json.loads(f.read_text())["epochs"] == done + 2
 
 
 def _err(capsys):
