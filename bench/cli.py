@@ -38,7 +38,11 @@ def _add_run_args(p, with_backbone=True):
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="multi-GPU: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
-    # task options: every task's TASK_OPTIONS as a flag (e.g. --model, --width, --init-from)
+    _add_task_option_flags(p)
+
+
+def _add_task_option_flags(p):
+    """Every task's TASK_OPTIONS as a flag (e.g. --model, --width, --init-from)."""
     seen = {}
     for t in tasks.TASKS:
         for k, spec in _task_options(t).items():
@@ -131,14 +135,20 @@ def cmd_cost(a):
 
     from .cost import count_cost, format_table
     try:
-        shape = tuple(int(s) for s in a.input.lower().split("x"))
+        shape = tuple(int(s) for s in (a.input or "1x3x224x224").lower().split("x"))
     except ValueError:
         raise BenchError(f"--input expects NxCxHxW like 1x3x224x224; got {a.input!r}") from None
     if a.backbone not in backbones.PRESETS:
         raise BenchError(f"unknown backbone {a.backbone!r}; expected one of {sorted(backbones.PRESETS)}")
+    if a.task:  # the whole task model (e.g. a detector, split into backbone / neck / head)
+        from .runner import build_task_model
+        task, model = build_task_model(a.task, a.backbone, a.schedule, a.data, **_parse_opts(a.task, a))
+        x = torch.zeros(shape if a.input else task.cost_input(a.schedule))
+        print(format_table(count_cost(model, x, forward=task.cost_forward)))
+        return
     overrides = dict(stem=a.stem) if a.stem else {}
-    if a.width:
-        overrides["width"] = a.width
+    if a.opt_width:
+        overrides["width"] = float(a.opt_width)
     model = backbones.build(a.backbone, **overrides)
     print(format_table(count_cost(model, torch.zeros(shape))))
 
@@ -193,9 +203,13 @@ def build_parser():
     rp.set_defaults(func=cmd_report)
     co = sub.add_parser("cost", help="per-layer MACs / BOPs / OPs table of a backbone", epilog=EPILOG)
     co.add_argument("--backbone", default="binealnet")
-    co.add_argument("--input", default="1x3x224x224", help="NxCxHxW (default 1x3x224x224)")
+    co.add_argument("--input", default=None, help="NxCxHxW (default 1x3x224x224, or the task schedule's input)")
     co.add_argument("--stem", default=None, choices=["imagenet", "cifar"], help="override the preset's stem")
-    co.add_argument("--width", type=float, default=None, help="override the preset's width")
+    co.add_argument("--task", default=None, choices=sorted(tasks.TASKS),
+                    help="count the whole task model (head, neck) instead of the bare backbone")
+    co.add_argument("--schedule", default="short", help="with --task: the schedule whose input size is used")
+    co.add_argument("--data", default=None, help="with --task: dataset root (class count; default the embedded one)")
+    _add_task_option_flags(co)
     co.set_defaults(func=cmd_cost)
     ls = sub.add_parser("list", help="tasks, schedules, task options, backbones, variants, datasets")
     ls.set_defaults(func=cmd_list)

@@ -101,6 +101,20 @@ def _prepare_cfg(cfg, resume, launcher):
     return cfg
 
 
+def build_task_model(task_name, backbone, schedule, data=None, **task_opts):
+    """(task module, the task's full model) as `bench run` would train it on ``data`` (default: the
+    embedded sample; the class count comes from it), without data loaders: for cost counting."""
+    task = check_args(task_name, backbone, None, schedule, None, "cpu")
+    import backbones.openmmlab  # noqa: F401
+    from mmengine.registry import MODELS, init_default_scope
+
+    root = Path(data) if data else task.DEFAULT_DATA
+    task.validate_data(root)
+    cfg = task.build_config(backbone, root, schedule, REPO / "work_dirs" / "cost", 0, **task_opts)
+    init_default_scope(cfg.default_scope)
+    return task, MODELS.build(cfg.model)
+
+
 def _quiet_paramwise_log(runner):
     """mmengine logs one line per parameter with a paramwise option (hundreds here); drop those."""
     import logging

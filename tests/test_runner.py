@@ -241,3 +241,9 @@ def test_ablate_prints_seed_accuracies_beside_measured(tmp_path, capsys, cifar_r
     assert sorted(r["variant"] for r in recs) == ["binary", "fp32"]
     assert {r["seed_reported"] for r in recs} == {0.9112, 0.9479}
     assert "| binealnet | fp32 |" in (tmp_path / "res" / "classification.md").read_text()
+
+
+def test_cost_command_for_a_whole_detector(capsys):
+    assert main(["cost", "--task", "detection", "--backbone", "binealnet", "--schedule", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert all(part in out for part in ("backbone", "neck", "head")) and "1/1" in out
