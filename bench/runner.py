@@ -210,12 +210,15 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "seed_reported": backbones.SEED_VARIANTS[variant][1] if variant else None,
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
         "commit": args.get("commit") or _commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
-        "command": "bench run " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in {**{k: args[k] for k in ("task", "backbone", "variant", "data",
-                                                                                 "schedule", "epochs", "seed")},
-                                                        "device": device, **args["task_options"]}.items()
-            if v is not None),
+        "command": _command(args, device),
     }
+
+
+def _command(args, device) -> str:
+    """The `bench run` line that reproduces a run (eval records add evaluated_checkpoint)."""
+    flags = {k: args[k] for k in ("task", "backbone", "variant", "data", "schedule", "epochs", "seed")}
+    flags.update(device=device, **args["task_options"])
+    return "bench run " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items() if v is not None)
 
 
 def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR) -> tuple[dict, Path]:
@@ -248,7 +251,7 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
-    record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name,
-                         args["epochs"])
+    epochs = args["epochs"] or task.SCHEDULES[args["schedule"]]["epochs"]  # what the checkpoint's run trained
+    record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name, epochs)
     record["evaluated_checkpoint"] = str(ckpt)
     return record, write_record(record, results_dir)
