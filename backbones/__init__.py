@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .binealnet import PRECISIONS, BasicBlock, BiNealNet
-from .layers import QConv2d
+from .layers import QConv2d, QConvTranspose2d
 from .quantizers import (BinaryActivationQuantizer, BinaryWeightQuantizer, FloatQuantizer, Int8Quantizer,
                          Quantizer, sign)
 
@@ -38,6 +38,6 @@ def build(name: str, **overrides) -> BiNealNet:
     return BiNealNet(**{**PRESETS[name], **overrides})
 
 
-__all__ = ["BiNealNet", "BasicBlock", "QConv2d", "Quantizer", "FloatQuantizer", "Int8Quantizer",
+__all__ = ["BiNealNet", "BasicBlock", "QConv2d", "QConvTranspose2d", "Quantizer", "FloatQuantizer", "Int8Quantizer",
            "BinaryWeightQuantizer", "BinaryActivationQuantizer", "sign", "build", "PRESETS", "PRECISIONS",
            "SEED_VARIANTS"]

@@ -1,4 +1,5 @@
-"""The one quantized layer: a Conv2d whose weight and input pass through quantizers."""
+"""Quantized layers: a Conv2d (the backbone's one layer class) and a ConvTranspose2d (the detection
+neck's upsampling) whose weight and input pass through quantizers."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -74,3 +75,21 @@ class QConv2d(nn.Conv2d):
     def extra_repr(self):
         return (super().extra_repr() + f", w_bits={self.weight_quantizer.bits}, a_bits={self.act_quantizer.bits}"
                 + (", scales_after=True" if self.scales_after else ""))
+
+
+class QConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with weight and input quantizers (the neck's upsampling deconvs).
+    The weight is (in, out, kh, kw); it is quantized as (out, in, kh, kw) so per-output-channel
+    scales line up. A transposed conv inserts zeros itself, so there is no padding value to choose."""
+
+    def __init__(self, *args, weight_quantizer=None, act_quantizer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.groups != 1:
+            raise ValueError("QConvTranspose2d supports groups=1 only")
+        self.weight_quantizer = weight_quantizer or FloatQuantizer()
+        self.act_quantizer = act_quantizer or FloatQuantizer()
+
+    def forward(self, x, output_size=None):
+        w = self.weight_quantizer(self.weight.transpose(0, 1)).transpose(0, 1)
+        return F.conv_transpose2d(self.act_quantizer(x), w, self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)

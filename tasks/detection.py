@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import backbones
+from backbones.layers import QConvTranspose2d
 from bench.errors import DataError
 
 NAME = "detection"
@@ -210,24 +210,6 @@ def data_info(root, schedule=None) -> dict:
 
 
 # ---------------------------------------------------------------- neck / head precision
-class QConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` with weight and input quantizers (the neck's upsampling deconvs).
-    The weight is (in, out, kh, kw); it is quantized as (out, in, kh, kw) so per-output-channel
-    scales line up. A transposed conv inserts zeros itself, so there is no padding value to choose."""
-
-    def __init__(self, *args, weight_quantizer=None, act_quantizer=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.groups != 1:
-            raise ValueError("QConvTranspose2d supports groups=1 only")
-        self.weight_quantizer = weight_quantizer or backbones.FloatQuantizer()
-        self.act_quantizer = act_quantizer or backbones.FloatQuantizer()
-
-    def forward(self, x, output_size=None):
-        w = self.weight_quantizer(self.weight.transpose(0, 1)).transpose(0, 1)
-        return F.conv_transpose2d(self.act_quantizer(x), w, self.bias, self.stride, self.padding,
-                                  self.output_padding, self.groups, self.dilation)
-
-
 def _quantizers(kind: str, cin: int, w_shape: tuple):
     if kind == "int8":
         return backbones.Int8Quantizer(per_channel=True), backbones.Int8Quantizer(per_channel=False)
