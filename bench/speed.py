@@ -1,6 +1,6 @@
 """Benchmark (not a test): a CPU training step of BiNealNet vs a float step of the same width and input.
 
-    python -m bench.speed [--batch 32] [--input 32] [--steps 7]
+    python -m bench.speed [--batch 32] [--input 32] [--steps 7] [--compile]
 
 Steps of the two networks alternate, so background load hits both alike; prints the median
 ms/step of each and the ratio binary/float (goal <= 1.3x).
@@ -37,13 +37,15 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--input", type=int, default=32, help="square input size (CIFAR stem below 64)")
     p.add_argument("--steps", type=int, default=7)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both networks first (fuses the quantizers' elementwise ops)")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     stem = "cifar" if a.input < 64 else "imagenet"
     x, y = torch.randn(a.batch, 3, a.input, a.input), torch.randint(0, 10, (a.batch,))
     nets = {"binealnet (binary)": {}, "same net, fp32": dict(precision="fp32")}
-    steps = {k: make_step(backbones.build("binealnet", stem=stem, out_indices=(3,), **kw), x, y)
-             for k, kw in nets.items()}
+    build = lambda kw: backbones.build("binealnet", stem=stem, out_indices=(3,), **kw)  # noqa: E731
+    steps = {k: make_step(torch.compile(build(kw)) if a.compile else build(kw), x, y) for k, kw in nets.items()}
     times = {k: [] for k in nets}
     for _ in range(a.steps):
         for k, step in steps.items():
