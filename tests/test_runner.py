@@ -247,3 +247,20 @@ def test_cost_command_for_a_whole_detector(capsys):
     assert main(["cost", "--task", "detection", "--backbone", "binealnet", "--schedule", "smoke"]) == 0
     out = capsys.readouterr().out
     assert all(part in out for part in ("backbone", "neck", "head")) and "1/1" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_one_clear_line(tmp_path, capsys):
+    assert _run(tmp_path, "--device", "cuda") == 2
+    assert "no CUDA device" in _err(capsys)
+
+
+def test_cuda_config_uses_bf16_amp(tmp_path):
+    from tasks import classification as cls
+    cfg = cls.build_config("binealnet", cls.DEFAULT_DATA, "gpu", tmp_path, 0, device="cuda")
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
+    assert cfg.train_dataloader.dataset.per_class is None and cfg.train_cfg.max_epochs == 12
+    cpu = cls.build_config("binealnet", cls.DEFAULT_DATA, "paper", tmp_path, 0, variant="binary-ds3-clip-lr0.1")
+    assert cpu.optim_wrapper.type == "OptimWrapper"
+    assert cpu.param_scheduler[0].type == "CosineRestartLR" and sum(cpu.param_scheduler[0].periods) == 400
+    assert cpu.optim_wrapper.paramwise_cfg.custom_keys["_quantizer."]["lr_mult"] == 0.1
