@@ -94,17 +94,17 @@ def cmd_run(a):
 
 
 def cmd_compare(a):
-    from .results import report
+    from .results import RESULTS_DIR, report
     from .runner import run
     kw = _run_kwargs(a)
     for b in a.backbones.split(","):
         _print_record(*run(a.task, b.strip(), **kw))
-    for p in report(kw.get("results_dir", Path(__file__).resolve().parent.parent / "results")):
+    for p in report(kw.get("results_dir", RESULTS_DIR)):
         print("wrote", p)
 
 
 def cmd_ablate(a):
-    from .results import report
+    from .results import RESULTS_DIR, report
     from .runner import run
     kw = _run_kwargs(a)
     rows = []
@@ -115,7 +115,7 @@ def cmd_ablate(a):
     print(f"\n{'variant':32s} {'measured':>9s} {'seed (400 ep)':>14s}")
     for v, got, seed in rows:
         print(f"{v:32s} {got:9.4f} {seed:14.4f}")
-    report(kw.get("results_dir", Path(__file__).resolve().parent.parent / "results"))
+    report(kw.get("results_dir", RESULTS_DIR))
 
 
 def cmd_eval(a):

@@ -152,7 +152,8 @@ def data_info(root, schedule="short") -> dict:
             h.update(f.read_bytes())
         n = None
     else:
-        for split, k in ((_split_dirs(root)[0], s["per_class_train"]), (_split_dirs(root)[1], s["per_class_test"])):
+        train, test = _split_dirs(root)
+        for split, k in ((train, s["per_class_train"]), (test, s["per_class_test"])):
             for f, _ in _list_images(split, k)[1]:
                 h.update(f.relative_to(root).as_posix().encode())
                 h.update(f.read_bytes())
