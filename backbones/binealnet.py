@@ -10,8 +10,7 @@ import torch
 import torch.nn as nn
 
 from .layers import QConv2d
-from .quantizers import (AUX_PARAM_NAMES, BinaryActivationQuantizer, BinaryWeightQuantizer, FloatQuantizer,
-                         Int8Quantizer)
+from .quantizers import make_act_quantizer, make_weight_quantizer
 
 #: precision name -> (weight kind, activation kind) of every conv in the four stages
 PRECISIONS = {
@@ -39,18 +38,13 @@ class _QuantSpec:
     def binary_acts(self):
         return self.a_kind == "binary"
 
-    def conv(self, cin, cout, k, stride=1, scales_after=False):
-        shape = (cout, cin, k, k)
-        wq = {"binary": lambda: BinaryWeightQuantizer(shape, self.alpha_dims, self.w_est),
-              "int8": lambda: Int8Quantizer(per_channel=True),
-              "fp32": FloatQuantizer}[self.w_kind]()
+    def conv(self, cin, cout, k, stride=1, scales_after=False, dilation=1):
         # int8 conv inputs follow a ReLU, so they are >= 0: unsigned range, zero point 0
-        aq = {"binary": lambda: BinaryActivationQuantizer(cin, self.a_est, self.clip_slope),
-              "int8": lambda: Int8Quantizer(per_channel=False, learned=self.int8_learned, unsigned=True),
-              "fp32": FloatQuantizer}[self.a_kind]()
+        wq = make_weight_quantizer(self.w_kind, (cout, cin, k, k), self.alpha_dims, self.w_est)
+        aq = make_act_quantizer(self.a_kind, cin, self.a_est, self.clip_slope, self.int8_learned, unsigned=True)
         binary_both = self.w_kind == self.a_kind == "binary"
-        return QConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False, weight_quantizer=wq,
-                       act_quantizer=aq, scales_after=scales_after and binary_both)
+        return QConv2d(cin, cout, k, stride=stride, padding=dilation * (k // 2), dilation=dilation, bias=False,
+                       weight_quantizer=wq, act_quantizer=aq, scales_after=scales_after and binary_both)
 
     def nonlinearity(self):
         # binary activations carry their own PReLU inside the quantizer; a ReLU before sign()
@@ -62,12 +56,13 @@ class BasicBlock(nn.Module):
     """ResNet BasicBlock. With ``double_shortcut`` (Bi-Real) each conv gets its own residual,
     which keeps real-valued information flowing past the binary convs."""
 
-    def __init__(self, spec: _QuantSpec, cin, cout, stride, downsample_kernel, scales_after, double_shortcut):
+    def __init__(self, spec: _QuantSpec, cin, cout, stride, downsample_kernel, scales_after, double_shortcut,
+                 dilation=1):
         super().__init__()
-        self.conv1 = spec.conv(cin, cout, 3, stride, scales_after)
+        self.conv1 = spec.conv(cin, cout, 3, stride, scales_after, dilation)
         self.bn1 = nn.BatchNorm2d(cout)
         self.act1 = spec.nonlinearity()
-        self.conv2 = spec.conv(cout, cout, 3, 1, scales_after)
+        self.conv2 = spec.conv(cout, cout, 3, 1, scales_after, dilation)
         self.bn2 = nn.BatchNorm2d(cout)
         self.act2 = spec.nonlinearity()
         self.downsample = None
@@ -99,18 +94,22 @@ class BiNealNet(nn.Module):
         downsample_kernel: 1 or 3, kernel of the shortcut conv where the shape changes.
         clip_slope: keep the PReLU slope of binary activations >= 0.
         scales_after: apply beta and gamma after the binary conv (its inputs stay exactly +-1).
-        aux_lr_mult: lr multiplier for the quantizers' own parameters (see ``paramwise_cfg``).
+        aux_lr_mult: lr multiplier for the quantizers' own parameters (a seed variant; read by the
+            optimizer wrapper, ``tasks.common.optim_wrapper``).
         alpha_dims: 1, 2 or 4 (shape of alpha: per out channel, per (out, in), per element).
         weight_estimator, act_estimator: 'ste' or 'approx' gradient of sign.
         double_shortcut: Bi-Real per-conv residuals; default True when activations are binary.
         int8_learned: LSQ-style learned activation scales for INT8 (else running max).
+        strides, dilations: per stage, as mmdet / mmseg's ResNet (FCN-D8: strides (1, 2, 1, 1),
+            dilations (1, 1, 2, 4)); dilated binary convs pad with -1 as every binary conv.
         out_indices, frozen_stages, norm_eval, init_cfg: as in mmdet's ResNet.
     """
 
     def __init__(self, depth=18, width=1.0, precision="binary", stem="imagenet", in_channels=3,
                  downsample_kernel=1, clip_slope=True, scales_after=False, aux_lr_mult=1.0, alpha_dims=1,
                  weight_estimator="ste", act_estimator="approx", double_shortcut=None, int8_learned=False,
-                 out_indices=(0, 1, 2, 3), frozen_stages=-1, norm_eval=False, init_cfg=None):
+                 strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), out_indices=(0, 1, 2, 3), frozen_stages=-1,
+                 norm_eval=False, init_cfg=None):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}; got {depth}")
@@ -118,6 +117,8 @@ class BiNealNet(nn.Module):
             raise ValueError(f"stem must be one of {STEMS}; got {stem!r}")
         if downsample_kernel not in (1, 3):
             raise ValueError(f"downsample_kernel must be 1 or 3; got {downsample_kernel}")
+        if len(strides) != 4 or len(dilations) != 4 or min(strides) < 1 or min(dilations) < 1:
+            raise ValueError(f"strides and dilations need 4 positive entries (one per stage); got {strides}, {dilations}")
         if not set(out_indices) <= {0, 1, 2, 3}:
             raise ValueError(f"out_indices must be stage indices 0..3; got {out_indices}")
         spec = _QuantSpec(precision, alpha_dims, weight_estimator, act_estimator, clip_slope, int8_learned)
@@ -126,6 +127,7 @@ class BiNealNet(nn.Module):
         self.precision, self.width, self.depth = precision, width, depth
         self.out_indices, self.frozen_stages, self.norm_eval = tuple(out_indices), frozen_stages, norm_eval
         self.aux_lr_mult, self.init_cfg = aux_lr_mult, init_cfg
+        self.strides, self.dilations = tuple(strides), tuple(dilations)
 
         base = int(round(64 * width))
         self.channels = [base * 2 ** i for i in range(4)]
@@ -138,8 +140,8 @@ class BiNealNet(nn.Module):
         cin = base
         self.stages = nn.ModuleList()
         for i, (n, cout) in enumerate(zip(STAGE_BLOCKS[depth], self.channels)):
-            blocks = [BasicBlock(spec, cin if j == 0 else cout, cout, (1 if i == 0 else 2) if j == 0 else 1,
-                                 downsample_kernel, scales_after, double_shortcut) for j in range(n)]
+            blocks = [BasicBlock(spec, cin if j == 0 else cout, cout, strides[i] if j == 0 else 1,
+                                 downsample_kernel, scales_after, double_shortcut, dilations[i]) for j in range(n)]
             self.stages.append(nn.Sequential(*blocks))
             cin = cout
         self.out_channels = tuple(self.channels[i] for i in self.out_indices)
@@ -192,22 +194,3 @@ class BiNealNet(nn.Module):
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
-
-    # ------------------------------------------------------------------ the lr-multiplier variant
-    def is_aux_param(self, name: str) -> bool:
-        return name.rsplit(".", 1)[-1] in AUX_PARAM_NAMES or name.endswith("scale_param")
-
-    def param_groups(self, lr: float):
-        """Two optimizer groups: weights at ``lr`` and the quantizers' parameters at ``lr * aux_lr_mult``."""
-        main, aux = [], []
-        for name, p in self.named_parameters():
-            if p.requires_grad:
-                (aux if self.is_aux_param(name) else main).append(p)
-        return [{"params": main, "lr": lr}, {"params": aux, "lr": lr * self.aux_lr_mult}]
-
-    def paramwise_cfg(self) -> dict:
-        """The same split for mmengine's optimizer constructor (name substrings -> lr_mult)."""
-        if self.aux_lr_mult == 1.0:
-            return {}
-        keys = {"weight_quantizer.": dict(lr_mult=self.aux_lr_mult), "act_quantizer.": dict(lr_mult=self.aux_lr_mult)}
-        return dict(custom_keys=keys)

@@ -2,11 +2,12 @@
 neck's upsampling) whose weight and input pass through quantizers."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.utils import _pair
 
-from .quantizers import FloatQuantizer, Quantizer
+from .quantizers import FloatQuantizer, Quantizer, make_act_quantizer, make_weight_quantizer
 
 
 class QConv2d(nn.Conv2d):
@@ -35,6 +36,7 @@ class QConv2d(nn.Conv2d):
         if scales_after and not all(hasattr(q, "unit") for q in (self.weight_quantizer, self.act_quantizer)):
             raise ValueError("scales_after needs binary weight and activation quantizers (they have unit/scale)")
         self.scales_after = scales_after
+        self._border_cache = None  # (key, border) in eval mode: the ring term depends on shape and weights only
         self.reset_quantizer_scales()
 
     def reset_quantizer_scales(self):
@@ -46,12 +48,26 @@ class QConv2d(nn.Conv2d):
         return F.conv2d(a, w, None, self.stride, self.padding, self.dilation, self.groups)
 
     def _border(self, a, w, pad_unit):
-        """conv(pad(zeros, pad_unit), W) at batch 1: what the pad ring adds to a zero-padded conv."""
+        """conv(pad(zeros, pad_unit), W) at batch 1: what the pad ring adds to a zero-padded conv.
+        In eval mode without autograd it is computed once per input shape and weight state, so
+        inference does the conv work once (training recomputes it: the weights move every step)."""
         ph, pw = _pair(self.padding)
         if pad_unit == 0 or (ph == 0 and pw == 0):
             return 0.0
+        cache = not self.training and not torch.is_grad_enabled()
+        if cache:
+            params = [p for p in self.parameters()]
+            key = (tuple(a.shape[1:]), a.dtype, a.device, tuple((id(p), p._version) for p in params))
+            if self._border_cache is not None and self._border_cache[0] == key:
+                return self._border_cache[1]
         ring = F.pad(a.new_zeros((1,) + a.shape[1:]), (pw, pw, ph, ph), value=float(pad_unit))
-        return F.conv2d(ring, w, None, self.stride, 0, self.dilation, self.groups)
+        border = F.conv2d(ring, w, None, self.stride, 0, self.dilation, self.groups)
+        self._border_cache = (key, border) if cache else None
+        return border
+
+    def train(self, mode=True):
+        self._border_cache = None
+        return super().train(mode)
 
     def forward(self, x):
         wq, aq = self.weight_quantizer, self.act_quantizer
@@ -89,7 +105,46 @@ class QConvTranspose2d(nn.ConvTranspose2d):
         self.weight_quantizer = weight_quantizer or FloatQuantizer()
         self.act_quantizer = act_quantizer or FloatQuantizer()
 
+    def reset_quantizer_scales(self):
+        """binary beta = mean |W| per output channel (the weight is (in, out, kh, kw))."""
+        if hasattr(self.weight_quantizer, "reset_scale"):
+            self.weight_quantizer.reset_scale(self.weight.transpose(0, 1))
+
     def forward(self, x, output_size=None):
         w = self.weight_quantizer(self.weight.transpose(0, 1)).transpose(0, 1)
         return F.conv_transpose2d(self.act_quantizer(x), w, self.bias, self.stride, self.padding,
                                   self.output_padding, self.groups, self.dilation)
+
+
+def qconv(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+          w="fp32", a="fp32", a_unsigned=False, alpha_dims=1, **kwargs) -> QConv2d:
+    """A ``QConv2d`` from precision names: ``w`` and ``a`` each 'binary', 'int8' or 'fp32'
+    (OpenMMLab's ``conv_cfg=dict(type='QConv', w='binary', a='binary')`` builds this)."""
+    k = _pair(kernel_size)
+    wq = make_weight_quantizer(w, (out_channels, in_channels // groups, *k), alpha_dims)
+    aq = make_act_quantizer(a, in_channels, unsigned=a_unsigned)
+    return QConv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                   groups=groups, bias=bias, weight_quantizer=wq, act_quantizer=aq, **kwargs)
+
+
+def qdeconv(in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, groups=1, bias=True,
+            dilation=1, w="fp32", a="fp32", alpha_dims=1, **kwargs) -> QConvTranspose2d:
+    """A ``QConvTranspose2d`` from precision names (OpenMMLab ``type='QDeconv'``)."""
+    k = _pair(kernel_size)
+    wq = make_weight_quantizer(w, (out_channels, in_channels, *k), alpha_dims)
+    m = QConvTranspose2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         output_padding=output_padding, groups=groups, bias=bias, dilation=dilation,
+                         weight_quantizer=wq, act_quantizer=make_act_quantizer(a, in_channels), **kwargs)
+    m.reset_quantizer_scales()
+    return m
+
+
+def reset_quantizer_scales(model: nn.Module) -> int:
+    """Data-dependent quantizer init (binary beta = mean|W|) of every quantized layer in ``model``
+    from its current weights; call after anything that re-initialises weights. Returns the count."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (QConv2d, QConvTranspose2d)):
+            m.reset_quantizer_scales()
+            n += 1
+    return n

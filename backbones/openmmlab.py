@@ -24,6 +24,7 @@ from mmengine.registry import MODELS as ENGINE_MODELS  # noqa: E402
 from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
 
 from .binealnet import BiNealNet  # noqa: E402
+from .layers import qconv, qdeconv, reset_quantizer_scales  # noqa: E402
 
 
 def load_from_local(filename, map_location=None):
@@ -57,9 +58,31 @@ def _registries():
     return out
 
 
+def QuantScalesAfterInit(model: dict):
+    """Build ``model`` (any registered type) so that its ``init_weights`` ends by setting every
+    quantized layer's data-dependent scales (binary beta = mean|W|) from the weights the model's
+    own init left. The Runner calls ``init_weights`` after building and before loading a
+    checkpoint, so a resumed or pretrained run keeps its saved scales."""
+    from mmengine.registry import MODELS
+    built = MODELS.build(model)
+    own_init = built.init_weights
+
+    def init_weights():
+        own_init()
+        reset_quantizer_scales(built)
+
+    built.init_weights = init_weights
+    return built
+
+
 REGISTRIES = _registries()
 for _registry in REGISTRIES.values():
     # force=True: re-importing (custom_imports, importlib.reload) replaces rather than raises
     _registry.register_module(name="BiNealNet", module=BiNealNet, force=True)
+    _registry.register_module(name="QuantScalesAfterInit", module=QuantScalesAfterInit, force=True)
+# mmcv's build_conv_layer / build_upsample_layer look layer types up in mmengine's MODELS (children
+# see it): conv_cfg=dict(type='QConv', w='binary'|'int8'|'fp32', a=...) makes any stock neck/head quantized
+ENGINE_MODELS.register_module(name="QConv", module=qconv, force=True)
+ENGINE_MODELS.register_module(name="QDeconv", module=qdeconv, force=True)
 
-__all__ = ["BiNealNet", "REGISTRIES", "load_from_local"]
+__all__ = ["BiNealNet", "REGISTRIES", "load_from_local", "QuantScalesAfterInit"]

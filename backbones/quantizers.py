@@ -227,6 +227,33 @@ class BinaryActivationQuantizer(Quantizer):
         return self.unit(x) * self.scale
 
 
+KINDS = ("binary", "int8", "fp32")
+
+
+def make_weight_quantizer(kind: str, weight_shape: tuple, alpha_dims: int = 1, estimator: str = "ste") -> Quantizer:
+    """The weight quantizer of a conv of ``weight_shape`` (out, in, kh, kw) at precision ``kind``."""
+    if kind == "binary":
+        return BinaryWeightQuantizer(weight_shape, alpha_dims, estimator)
+    if kind == "int8":
+        return Int8Quantizer(per_channel=True)
+    if kind == "fp32":
+        return FloatQuantizer()
+    raise ValueError(f"unknown weight precision {kind!r}; expected one of {KINDS}")
+
+
+def make_act_quantizer(kind: str, channels: int, estimator: str = "approx", clip_slope: bool = True,
+                       int8_learned: bool = False, unsigned: bool = False) -> Quantizer:
+    """The input quantizer of a conv with ``channels`` input channels at precision ``kind``
+    (``unsigned``: INT8 inputs known to be >= 0, e.g. after a ReLU)."""
+    if kind == "binary":
+        return BinaryActivationQuantizer(channels, estimator, clip_slope)
+    if kind == "int8":
+        return Int8Quantizer(per_channel=False, learned=int8_learned, unsigned=unsigned)
+    if kind == "fp32":
+        return FloatQuantizer()
+    raise ValueError(f"unknown activation precision {kind!r}; expected one of {KINDS}")
+
+
 #: names of the auxiliary (non-weight) parameters the binary quantizers add; the lr-multiplier
 #: variant puts parameters whose last name part is one of these in their own group
 AUX_PARAM_NAMES = ("alpha", "beta", "b0", "b1", "slope", "gamma")

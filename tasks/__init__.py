@@ -1,31 +1,30 @@
-"""One module per task, each with the same small surface (see ``TaskSpec`` below).
+"""Tasks: one module per task, each holding one ``Task`` subclass registered with ``@register``.
 
-A task module defines:
-    NAME: str                         the task name used on the command line
-    METRIC: dict                      {"name": "top1", "key": <key in the mmengine metrics dict>,
-                                       "higher_is_better": True}
-    SCHEDULES: dict[str, dict]        "smoke" | "short" | "paper" -> {"epochs", "batch_size", "lr", "input_size", ...}
-    DEFAULT_DATA: pathlib.Path        the embedded real sample inside the project (used without --data)
-    def validate_data(root) -> None   raise bench.errors.DataError("<file>: <what was expected>")
-    def data_info(root) -> dict       {"name", "path", "images", "sha256"} of the data used
-    def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu",
-                     variant=None, **task_opts) -> mmengine.Config
-                                      a complete Runner config (model, loaders, val/test loops, evaluator)
-    def cost_input(schedule) -> tuple  input shape for cost counting, e.g. (1, 3, 32, 32)
-    def cost_forward(model, x)         calls the built model on a tensor for cost counting
+The surface every task provides and its defaults: ``tasks/base.py``. Plumbing shared by every
+task (backbone config from preset + variant + width, optimizer and AMP wrapper, hooks):
+``tasks/common.py``. Task modules here are discovered: adding ``tasks/foo.py`` is enough.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-TASKS = {
-    "classification": "tasks.classification",
-    "detection": "tasks.detection",
-}
+from .base import TASKS, BenchError, DataError, Task, register  # noqa: F401
+
+_NOT_TASKS = {"base", "common"}
 
 
-def get(name: str):
-    """The task module for ``name``; a clear error for an unknown task."""
+def _discover():
+    for m in pkgutil.iter_modules(__path__):
+        if m.name not in _NOT_TASKS and not m.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{m.name}")
+
+
+_discover()
+
+
+def get(name: str) -> Task:
+    """The registered task called ``name``; ``BenchError`` naming the known ones otherwise."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
-    return importlib.import_module(TASKS[name])
+        raise BenchError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[name]
