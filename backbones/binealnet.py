@@ -6,7 +6,6 @@ mmdet conventions: ``forward`` returns a tuple of stage features chosen by ``out
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from .layers import QConv2d

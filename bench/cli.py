@@ -14,59 +14,94 @@ EPILOG = ("Cost convention: BOPs = MACs x w_bits x a_bits over layers below 16 b
           "OPs = FP MACs + BOPs/64. Records go to results/<task>/<run>.json; `bench report` rebuilds the tables.")
 
 
-def _task_options(task_name):
+def _task_or_none(name):
     try:
-        return tasks.get(task_name).TASK_OPTIONS
-    except (ValueError, ImportError):
-        return {}
+        return tasks.get(name) if name else None
+    except BenchError:
+        return None  # argparse's choices= says it is unknown
 
 
-def _add_run_args(p, with_backbone=True):
+def _add_run_args(p, task, with_backbone=True):
     p.add_argument("--task", required=True, choices=sorted(tasks.TASKS), help="which task to train and evaluate")
     if with_backbone:
-        p.add_argument("--backbone", default="binealnet", help=f"one of {sorted(backbones.PRESETS)} (default binealnet)")
-        p.add_argument("--variant", default=None,
-                       help=f"a seed ablation row applied to the backbone: {', '.join(backbones.SEED_VARIANTS)}")
+        rows = f" or a reference row: {', '.join(task.BASELINES)}" if task and getattr(task, "BASELINES", ()) else ""
+        p.add_argument("--backbone", default="binealnet", help=f"one of {sorted(backbones.PRESETS)}{rows} "
+                                                                "(default binealnet)")
+        p.add_argument("--variant", default=None, choices=sorted(backbones.VARIANTS), metavar="VARIANT",
+                       help=f"a seed ablation row applied to the backbone: {', '.join(backbones.VARIANTS)}")
     p.add_argument("--data", default=None, help="dataset root (default: the task's embedded sample in data/)")
-    p.add_argument("--schedule", default="smoke", help="smoke (seconds) | short (minutes on CPU) | paper | "
-                                                       "task-specific ones, see `bench list` (default smoke)")
-    p.add_argument("--epochs", type=int, default=None, help="override the schedule's epochs")
+    p.add_argument("--schedule", default="smoke",
+                   help="smoke (seconds) | short (minutes on CPU) | task-specific ones: "
+                        + (", ".join(task.SCHEDULES) if task else "see `bench list`") + " (default smoke)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="override the schedule's epochs")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (AMP bf16 on cuda)")
     p.add_argument("--work-dir", default=None, help="checkpoints and logs (default work_dirs/<task>/<run>)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted run from its last checkpoint")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_nonnegative_int, default=0)
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="multi-GPU: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
-    _add_task_option_flags(p)
+    _add_task_option_flags(p, task)
 
 
-def _add_task_option_flags(p):
-    """Every task's TASK_OPTIONS as a flag (e.g. --model, --width, --init-from)."""
-    seen = {}
-    for t in tasks.TASKS:
-        for k, spec in _task_options(t).items():
-            seen.setdefault(k, (spec, []))[1].append(t)
-    g = p.add_argument_group("task options (see `bench list`)")
-    for k, (spec, owners) in seen.items():
-        g.add_argument("--" + k.replace("_", "-"), dest="opt_" + k, default=None, metavar=k.upper(),
-                       choices=spec.get("choices"), help=f"[{', '.join(owners)}] {spec.get('help', '')}")
+def _positive_int(v):
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {v!r}")
+    return n
+
+
+def _nonnegative_int(v):
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {v!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {v!r}")
+    return n
+
+
+def _option_type(name, spec):
+    conv = spec.get("type", str)
+
+    def parse(v):
+        try:
+            return conv(v)
+        except (ValueError, KeyError, TypeError):
+            raise argparse.ArgumentTypeError(f"not a valid value for --{name}: {v!r}") from None
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+def _add_task_option_flags(p, task):
+    """The chosen task's own options as flags (parsed after --task, so tasks never collide)."""
+    if task is None:
+        p.epilog = ((p.epilog or "") + " Task options: give --task first, e.g. `bench run --task detection "
+                    "--help`, or see `bench list`.").strip()
+        return
+    if not task.OPTIONS:
+        return
+    g = p.add_argument_group(f"options of task {task.NAME}")
+    for k, spec in task.OPTIONS.items():
+        flag = k.replace("_", "-")
+        choices = spec.get("choices")
+        default = spec.get("default")
+        g.add_argument("--" + flag, dest="opt_" + k, default=None, metavar=k.upper() if not choices else None,
+                       type=_option_type(flag, spec) if not choices else str, choices=choices,
+                       help=f"{spec.get('help', '')}" + (f" (default {default})" if default is not None else ""))
 
 
 def _parse_opts(task_name, args):
-    known = _task_options(task_name)
+    """The task options the user gave (typed); the task fills in its defaults."""
+    task = tasks.get(task_name)
     out = {}
     for dest, v in vars(args).items():
-        if not dest.startswith("opt_") or v is None:
-            continue
-        k = dest[4:]
-        if k not in known:
-            raise BenchError(f"--{k.replace('_', '-')} is not an option of task {task_name}; "
-                             f"its options: {sorted(known) or 'none'}")
-        try:
-            out[k] = known[k].get("type", str)(v)
-        except (ValueError, KeyError):
-            raise BenchError(f"--{k.replace('_', '-')} {v!r}: not a valid value") from None
+        if dest.startswith("opt_") and v is not None:
+            k = dest[4:]
+            out[k] = task.OPTIONS[k].get("type", str)(v) if task.OPTIONS[k].get("choices") else v
     return out
 
 
@@ -83,7 +118,7 @@ def _print_record(rec, path):
         return
     m = rec["metric"]
     print(f"{rec['task']} {rec['backbone']}{' ' + rec['variant'] if rec['variant'] else ''}: "
-          f"{m['name']} = {m['value']:.4f}   OPs = {rec['cost']['ops'] / 1e6:.2f} M   "
+          f"{m['name']} = {tasks.get(rec['task']).format_metric(m['name'], m['value'])}   OPs = {rec['cost']['ops'] / 1e6:.2f} M   "
           f"BOPs = {rec['cost']['bops'] / 1e9:.3f} G   ({rec['schedule']}, {rec['epochs']} epochs, "
           f"{rec['wall_s']:.0f} s)  -> {path}")
 
@@ -107,11 +142,12 @@ def cmd_ablate(a):
     from .results import RESULTS_DIR, report
     from .runner import run
     kw = _run_kwargs(a)
+    from .reference import SEED_CIFAR10_TOP1
     rows = []
-    for v in (a.variants.split(",") if a.variants else backbones.SEED_VARIANTS):
+    for v in (a.variants.split(",") if a.variants else backbones.VARIANTS):
         rec, path = run(a.task, "binealnet", variant=v, **kw)
         _print_record(rec, path)
-        rows.append((v, rec["metric"]["value"], backbones.SEED_VARIANTS[v][1]))
+        rows.append((v, rec["metric"]["value"], SEED_CIFAR10_TOP1[v]))
     print(f"\n{'variant':32s} {'measured':>9s} {'seed (400 ep)':>14s}")
     for v, got, seed in rows:
         print(f"{v:32s} {got:9.4f} {seed:14.4f}")
@@ -138,36 +174,36 @@ def cmd_cost(a):
         shape = tuple(int(s) for s in (a.input or "1x3x224x224").lower().split("x"))
     except ValueError:
         raise BenchError(f"--input expects NxCxHxW like 1x3x224x224; got {a.input!r}") from None
-    if a.backbone not in backbones.PRESETS:
-        raise BenchError(f"unknown backbone {a.backbone!r}; expected one of {sorted(backbones.PRESETS)}")
     if a.task:  # the whole task model (e.g. a detector, split into backbone / neck / head)
         from .runner import build_task_model
         task, model = build_task_model(a.task, a.backbone, a.schedule, a.data, **_parse_opts(a.task, a))
-        x = torch.zeros(shape if a.input else task.cost_input(a.schedule))
-        print(format_table(count_cost(model, x, forward=task.cost_forward)))
+        xs = (torch.zeros(shape),) if a.input else task.example_inputs(a.schedule)
+        print(format_table(count_cost(model, xs, forward=lambda m, xs: task.forward_for_cost(m, *xs))))
         return
-    overrides = dict(stem=a.stem) if a.stem else {}
-    if a.opt_width:
-        overrides["width"] = float(a.opt_width)
-    model = backbones.build(a.backbone, **overrides)
+    try:
+        model = backbones.build(a.backbone, stem=a.stem, width=a.width)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
     print(format_table(count_cost(model, torch.zeros(shape))))
 
 
 def cmd_list(a):
+    from .reference import SEED_CIFAR10_TOP1, SEED_SOURCE
     print("tasks:")
-    for t in tasks.TASKS:
-        mod = tasks.get(t)
-        print(f"  {t:16s} metric {mod.METRIC['name']}; default data {mod.DEFAULT_DATA}")
-        for s, spec in mod.SCHEDULES.items():
+    for t, task in tasks.TASKS.items():
+        print(f"  {t:16s} {task.DESCRIPTION}; metric {task.METRIC['name']}; default data {task.DEFAULT_DATA}")
+        for s, spec in task.SCHEDULES.items():
             print(f"    schedule {s:8s} {spec.get('label', '')}")
-        for k, spec in getattr(mod, "TASK_OPTIONS", {}).items():
+        for k, spec in task.OPTIONS.items():
             print(f"    --{k.replace('_', '-'):15s} {spec.get('help', '')}")
+        if getattr(task, "BASELINES", ()):
+            print(f"    reference rows (--backbone): {', '.join(task.BASELINES)}")
     print("backbones:")
     for b, kw in backbones.PRESETS.items():
         print(f"  {b:16s} {kw}")
-    print("variants (seed ablation rows, applied to binealnet; seed's CIFAR-10 accuracy at 400 epochs):")
-    for v, (kw, acc) in backbones.SEED_VARIANTS.items():
-        print(f"  {v:32s} {acc:.4f}  {kw}")
+    print(f"variants (seed ablation rows, applied to binealnet; {SEED_SOURCE}):")
+    for v, kw in backbones.VARIANTS.items():
+        print(f"  {v:32s} {SEED_CIFAR10_TOP1[v]:.4f}  {kw}")
     shared = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
     if shared.is_dir():
         print(f"datasets in {shared}:")
@@ -175,20 +211,33 @@ def cmd_list(a):
             print(f"  {d.name}")
 
 
-def build_parser():
+def _task_in(argv) -> str | None:
+    """The value of --task in argv (``--task X`` or ``--task=X``), read before the real parse so
+    that only that task's options are added."""
+    for i, tok in enumerate(argv):
+        if tok == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith("--task="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def build_parser(task_name=None):
+    task = _task_or_none(task_name)
     p = argparse.ArgumentParser(prog="bench", description="BiNealBench: is a binary network a better deal than "
                                 "INT8, task by task? Train, evaluate and cost BiNealNet / INT8 / FP32 backbones.",
                                 epilog=EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="train + evaluate one backbone on one task, write its record", epilog=EPILOG)
-    _add_run_args(r)
+    _add_run_args(r, task)
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("compare", help="binealnet, int8 and fp32 with the same head, data and schedule; then report")
-    _add_run_args(c, with_backbone=False)
-    c.add_argument("--backbones", default="binealnet,int8,fp32", help="comma-separated (default all three)")
+    _add_run_args(c, task, with_backbone=False)
+    default_rows = ",".join(list(backbones.PRESETS) + list(getattr(task, "BASELINES", ()) if task else ()))
+    c.add_argument("--backbones", default=default_rows, help=f"comma-separated (default {default_rows})")
     c.set_defaults(func=cmd_compare)
     ab = sub.add_parser("ablate", help="the seed's ablation rows as variants of binealnet, beside its accuracies")
-    _add_run_args(ab, with_backbone=False)
+    _add_run_args(ab, task, with_backbone=False)
     ab.add_argument("--variants", default=None, help="comma-separated subset (default all)")
     ab.set_defaults(func=cmd_ablate)
     e = sub.add_parser("eval", help="evaluate a trained run's checkpoint on another dataset (writes a record)")
@@ -201,15 +250,18 @@ def build_parser():
     rp = sub.add_parser("report", help="rebuild results/<task>.md, .png and results/README.md from the records")
     rp.add_argument("--results-dir", default=None)
     rp.set_defaults(func=cmd_report)
-    co = sub.add_parser("cost", help="per-layer MACs / BOPs / OPs table of a backbone", epilog=EPILOG)
+    co = sub.add_parser("cost", help="per-layer MACs / BOPs / OPs table of a backbone or a whole task model",
+                        epilog=EPILOG)
     co.add_argument("--backbone", default="binealnet")
-    co.add_argument("--input", default=None, help="NxCxHxW (default 1x3x224x224, or the task schedule's input)")
+    co.add_argument("--input", default=None, help="NxCxHxW (default 1x3x224x224, or the task's example input)")
     co.add_argument("--stem", default=None, choices=["imagenet", "cifar"], help="override the preset's stem")
     co.add_argument("--task", default=None, choices=sorted(tasks.TASKS),
                     help="count the whole task model (head, neck) instead of the bare backbone")
     co.add_argument("--schedule", default="short", help="with --task: the schedule whose input size is used")
     co.add_argument("--data", default=None, help="with --task: dataset root (class count; default the embedded one)")
-    _add_task_option_flags(co)
+    if task is None:
+        co.add_argument("--width", type=float, default=None, help="backbone width multiplier")
+    _add_task_option_flags(co, task)
     co.set_defaults(func=cmd_cost)
     ls = sub.add_parser("list", help="tasks, schedules, task options, backbones, variants, datasets")
     ls.set_defaults(func=cmd_list)
@@ -217,7 +269,19 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    task_name = _task_in(argv)
+    parser = build_parser(task_name)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        task = _task_or_none(task_name)
+        flag = next((u for u in unknown if u.startswith("--")), unknown[0])
+        hint = (f"; the options of task {task.NAME}: {', '.join('--' + k.replace('_', '-') for k in task.OPTIONS)}"
+                " (see `bench list`)" if task else "")
+        what = f"is not an option of task {task.NAME}" if task and flag.startswith("--") else "is not understood"
+        parser.error(f"{flag} {what}{hint}")
+    if getattr(args, "cmd", None) == "cost" and not hasattr(args, "width"):
+        args.width = getattr(args, "opt_width", None)
     try:
         args.func(args)
     except BenchError as e:

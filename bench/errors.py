@@ -1,12 +1,6 @@
-"""Errors the CLI turns into one clear line and a non-zero exit (no traceback)."""
-
-
-class BenchError(Exception):
-    """A user-facing problem: bad input, bad option, a run that cannot go on."""
-
-
-class DataError(BenchError):
-    """A dataset is missing or malformed; the message names the file and what was expected."""
+"""Errors the CLI turns into one clear line and exit code 2 (no traceback). The user-facing base
+and the data error live with the task surface (tasks/base.py), where tasks raise them."""
+from tasks.base import BenchError, DataError  # noqa: F401
 
 
 class TrainingDiverged(BenchError):

@@ -12,12 +12,13 @@ import torch
 
 import backbones
 import tasks
+from tasks import common
 
 from .errors import BenchError
+from .reference import SEED_CIFAR10_TOP1
 from .results import RESULTS_DIR, check_writable, write_record
 
 REPO = Path(__file__).resolve().parent.parent
-BACKBONES = tuple(backbones.PRESETS)
 
 
 def _versions() -> dict:
@@ -44,6 +45,11 @@ def _commit() -> str:
         return os.environ.get("BENCH_COMMIT", "unknown")
 
 
+#: the code this process runs, read once when it is loaded: a `compare` that outlives a commit
+#: still records the commit whose code it ran
+COMMIT = _commit()
+
+
 def device_name(device: str) -> str:
     if device == "cuda":
         return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
@@ -67,14 +73,16 @@ def run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts) ->
 
 def check_args(task_name, backbone, variant, schedule, epochs, device):
     """Every bad option becomes one clear line before anything is built."""
-    try:
-        task = tasks.get(task_name)
-    except ValueError as e:
-        raise BenchError(str(e)) from None
-    if backbone not in backbones.PRESETS:
-        raise BenchError(f"unknown backbone {backbone!r}; expected one of {sorted(backbones.PRESETS)}")
-    if variant is not None and variant not in backbones.SEED_VARIANTS:
-        raise BenchError(f"unknown variant {variant!r}; expected one of {sorted(backbones.SEED_VARIANTS)}")
+    task = tasks.get(task_name)
+    if backbone in getattr(task, "BASELINES", ()):
+        if variant is not None:
+            raise BenchError(f"{backbone} is a reference row of {task_name} with no backbone; it takes no --variant")
+    else:
+        try:
+            backbones.preset_kwargs(backbone, variant)
+        except ValueError as e:
+            raise BenchError(f"{e}" + (f" (or a reference row of {task_name}: {', '.join(task.BASELINES)})"
+                                       if getattr(task, "BASELINES", ()) else "")) from None
     if schedule not in task.SCHEDULES:
         raise BenchError(f"unknown schedule {schedule!r} for {task_name}; expected one of {sorted(task.SCHEDULES)}")
     if epochs is not None and epochs < 1:
@@ -85,14 +93,17 @@ def check_args(task_name, backbone, variant, schedule, epochs, device):
 
 
 def _prepare_cfg(cfg, resume, launcher):
+    """What the runner adds to every task's config: hooks the task did not set itself (a task's
+    own choice wins), the NaN stop and the progress bar, and their imports."""
     cfg.launcher = launcher
     cfg.resume = bool(resume)
-    cfg.setdefault("default_hooks", {})
-    cfg.default_hooks.update(
-        checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, save_last=True),
-        logger=dict(type="LoggerHook", interval=20))
-    cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
-        dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook")]
+    hooks = cfg.get("default_hooks") or {}
+    for k, v in common.default_hooks().items():
+        hooks.setdefault(k, v)
+    cfg.default_hooks = hooks
+    if cfg.get("train_dataloader") is not None:
+        cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
+            dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook")]
     cfg.custom_imports = dict(imports=["bench.hooks"] + list(cfg.get("custom_imports", {}).get("imports", [])),
                               allow_failed_imports=False)
     # Config.fromfile would import these; a Config built in Python must do it itself
@@ -110,7 +121,11 @@ def build_task_model(task_name, backbone, schedule, data=None, **task_opts):
 
     root = Path(data) if data else task.DEFAULT_DATA
     task.validate_data(root)
-    cfg = task.build_config(backbone, root, schedule, REPO / "work_dirs" / "cost", 0, **task_opts)
+    cfg = task.build_config(backbone, root, schedule, REPO / "work_dirs" / "cost", 0,
+                            **task.options_with_defaults(task_opts))
+    from mmengine.utils import import_modules_from_strings
+    if cfg.get("custom_imports"):
+        import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.default_scope)
     return task, MODELS.build(cfg.model)
 
@@ -127,66 +142,91 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
+def _inputs(task, schedule, device, batch=1):
+    xs = task.example_inputs(schedule, device)
+    return tuple(torch.cat([x] * batch) if batch > 1 else x for x in xs)
+
+
 def measure_cost(task, schedule, model, device):
     from .cost import count_cost
-    x = torch.zeros(task.cost_input(schedule), device=device)
-    return count_cost(model, x, forward=task.cost_forward).to_dict()
+    return count_cost(model, _inputs(task, schedule, device),
+                      forward=lambda m, xs: task.forward_for_cost(m, *xs)).to_dict()
 
 
-def measure_speed(task, schedule, model, device, seconds=2.0) -> dict:
-    """Inference images/s at batch 1 on the run's device (a measurement kept in the record)."""
-    x = torch.zeros(task.cost_input(schedule), device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for _ in range(2):
-            task.cost_forward(model, x)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            task.cost_forward(model, x)
-            n += 1
+#: throughput is measured at this batch (stated in the record and the tables)
+THROUGHPUT_BATCH = 8
+
+
+def measure_speed(task, schedule, model, device, seconds=1.5) -> dict:
+    """Batch-1 latency (median ms) and throughput (img/s at ``THROUGHPUT_BATCH``) of the network's
+    forward without post-processing, on the run's device (fake-quant arithmetic, not deployed kernels)."""
+    import statistics
+
+    def timed(xs):
         if device == "cuda":
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        task.forward_for_cost(model, *xs)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    was_training = model.training
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for batch in (1, THROUGHPUT_BATCH):
+            xs = _inputs(task, schedule, device, batch)
+            times = [timed(xs) for _ in range(2)]  # warm-up (and the eval-mode border cache)
+            t_end = time.perf_counter() + seconds
+            times = []
+            while time.perf_counter() < t_end or len(times) < 3:
+                times.append(timed(xs))
+            out[batch] = statistics.median(times)
     model.train(was_training)
-    return {"images_per_s": n * x.shape[0] / dt, "batch": x.shape[0], "device": device_name(device),
-            "threads": torch.get_num_threads()}
+    return {"latency_ms_b1": out[1] * 1e3, "throughput_img_s": THROUGHPUT_BATCH / out[THROUGHPUT_BATCH],
+            "throughput_batch": THROUGHPUT_BATCH, "postprocess": task.postprocess_included(),
+            "device": device_name(device), "threads": torch.get_num_threads()}
 
 
 def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=None, device="cpu", work_dir=None,
         resume=False, seed=0, launcher="none", results_dir=RESULTS_DIR, **task_opts) -> tuple[dict, Path]:
     """Train + test one (task, backbone, variant) and write its record; returns (record, path)."""
     task = check_args(task_name, backbone, variant, schedule, epochs, device)
+    task_opts = {k: v for k, v in task_opts.items() if v is not None}  # as given: names the run
+    resolved = task.options_with_defaults(task_opts)
+    baseline = backbone in getattr(task, "BASELINES", ())
     import backbones.openmmlab  # noqa: F401  (mmcv ops stand-in, checkpoint loading fix, registration)
     from mmengine.dist import get_rank
     from mmengine.runner import Runner
 
     data_root = Path(data) if data else task.DEFAULT_DATA
     task.validate_data(data_root)
-    check_writable(Path(results_dir) / task_name)
     name = run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts)
     work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
     if resume and not (work_dir / "last_checkpoint").is_file():
         raise BenchError(f"--resume: no checkpoint to resume from in {work_dir} (run without --resume first)")
     cfg = task.build_config(backbone, data_root, schedule, work_dir, seed, epochs=epochs, device=device,
-                            variant=variant, **task_opts)
+                            variant=variant, **resolved)  # writes nothing: bad options fail here
+    check_writable(Path(results_dir) / task_name)
     cfg = _prepare_cfg(cfg, resume, launcher)
     work_dir.mkdir(parents=True, exist_ok=True)
     args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
                 epochs=epochs, seed=seed, task_options=task_opts)
     (work_dir / "bench_run.json").write_text(json.dumps(args, indent=1))
 
-    args["commit"] = _commit()  # the code the run started from, not whatever is checked out at its end
+    args["commit"] = COMMIT
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
     _quiet_paramwise_log(runner)
-    runner.train()
+    if not baseline:  # a reference row (bicubic, SIFT) has nothing to train
+        runner.train()
     metrics = runner.test()
     wall = time.time() - t0
     if get_rank() != 0:
         return {}, None
     model = _unwrap(runner.model)
-    record = make_record(task, args, cfg, metrics, model, device, wall, name, runner.max_epochs)
+    record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if baseline else runner.max_epochs)
     return record, write_record(record, results_dir)
 
 
@@ -196,22 +236,36 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
     if m["key"] not in metrics:
         raise BenchError(f"metric {m['key']!r} missing from evaluation output {sorted(metrics)}")
     value = float(metrics[m["key"]])
-    secondary = {k.split("/")[-1]: float(metrics[k]) for k in getattr(task, "SECONDARY_KEYS", []) if k in metrics}
+    secondary = {k.split("/")[-1]: _jsonable(metrics[k]) for k in task.SECONDARY_KEYS if k in metrics}
     variant = args["variant"]
     return {
         "run": name, "task": task.NAME, "backbone": args["backbone"], "variant": variant,
         "metric": {"name": m["name"], "value": value, "higher_is_better": m["higher_is_better"],
                    "secondary": secondary},
-        "cost": measure_cost(task, schedule, model, device), "cost_input": list(task.cost_input(schedule)),
+        "cost": measure_cost(task, schedule, model, device),
+        "cost_input": [list(x.shape) for x in task.example_inputs(schedule)],
         "speed": measure_speed(task, schedule, model, device),
         "schedule": schedule, "schedule_label": task.SCHEDULES[schedule].get("label", schedule), "epochs": epochs,
         "seed": args["seed"], "data": task.data_info(args["data"], schedule),
         "task_options": {k: v for k, v in args["task_options"].items() if v is not None},
-        "seed_reported": backbones.SEED_VARIANTS[variant][1] if variant else None,
+        "task_options_resolved": task.options_with_defaults(args["task_options"]),
+        "seed_reported": SEED_CIFAR10_TOP1.get(variant) if variant and task.NAME == "classification" else None,
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
-        "commit": args.get("commit") or _commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
+        "commit": args.get("commit") or COMMIT, "versions": _versions(), "device": device_name(device), "wall_s": wall,
         "command": _command(args, device),
     }
+
+
+def _jsonable(v):
+    """Metric values as JSON: floats, or lists/dicts of floats (per-class IoU, MMA per threshold)."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 def _command(args, device) -> str:
@@ -245,7 +299,8 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
                     args["task_options"]) + f"_eval-{ckpt.parent.name}"
     work_dir = ckpt.parent / f"eval_{data_root.name}"
     cfg = task.build_config(args["backbone"], data_root, args["schedule"], work_dir, args["seed"],
-                            epochs=args["epochs"], device=device, variant=args["variant"], **args["task_options"])
+                            epochs=args["epochs"], device=device, variant=args["variant"],
+                            **task.options_with_defaults(args["task_options"]))
     cfg = _prepare_cfg(cfg, False, "none")
     cfg.load_from = str(ckpt)
     t0 = time.time()

@@ -21,12 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import backbones
-from bench.errors import DataError
 
-NAME = "classification"
-METRIC = {"name": "top1", "key": "top1", "higher_is_better": True}
-SECONDARY_KEYS = ["top5"]
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "cifar10-sample"
+from . import common
+from .base import DataError, Task, option, register
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 HEAD_PRECISION = "fp32"  # the linear head stays float for every backbone (recorded)
 
@@ -42,11 +40,6 @@ SCHEDULES = {
                 "short next to the seed's 400)"),
     "paper": dict(epochs=400, batch_size=128, lr=0.1, per_class_train=None, per_class_test=None, input_size=32,
                   sgdr_periods=[10, 30, 90, 270], label="paper (the seed's: 400 epochs, batch 128, SGD 0.1, SGDR)"),
-}
-TASK_OPTIONS = {
-    "width": dict(type=float, default=None, help="backbone width multiplier (default: the preset's)"),
-    "compile": dict(type=lambda v: {"true": True, "false": False}[v.lower()], default=None, choices=["true", "false"],
-                    help="torch.compile the network (default off: at our schedules compile time outweighs the gain)"),
 }
 CIFAR_MEAN, CIFAR_STD = (125.3, 123.0, 113.9), (63.0, 62.1, 66.7)
 
@@ -64,7 +57,7 @@ def _cifar_batches_dir(root: Path):
     return None
 
 
-def validate_data(root) -> None:
+def _validate(root) -> None:
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: data directory not found (expected ImageFolder train/<class>/* + test/<class>/*, "
@@ -141,7 +134,7 @@ def load_split(root, split: str, per_class=None, size: int = 32):
     return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor([l for _, l in items]), classes
 
 
-def data_info(root, schedule="short") -> dict:
+def _data_info(root, schedule="short") -> dict:
     """Name, path, image count and a sha256 over the image files used by ``schedule``."""
     root = Path(root)
     s = SCHEDULES[schedule]
@@ -222,8 +215,7 @@ def _register():
 
         def __init__(self, backbone: dict, num_classes: int, data_preprocessor=None, compile=False):
             super().__init__(data_preprocessor=data_preprocessor)
-            bb = dict(backbone)
-            self.backbone = backbones.build(bb.pop("name"), **bb)
+            self.backbone = backbones.BiNealNet(**backbone)
             self.head = nn.Linear(self.backbone.out_channels[-1], num_classes)
             self._logits = torch.compile(self._logits_eager) if compile else self._logits_eager
 
@@ -256,57 +248,6 @@ def _register():
     DATASETS.register_module(name="BenchInMemoryDataset", module=InMemoryDataset)
 
 
-def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
-                 width=None, compile=None, **_):
-    from mmengine.config import Config
-
-    _register()
-    s = SCHEDULES[schedule]
-    epochs = s["epochs"] if epochs is None else epochs
-    bb = dict(name=backbone, stem="cifar" if s["input_size"] <= 64 else "imagenet", out_indices=(3,))
-    if variant:
-        bb.update(backbones.SEED_VARIANTS[variant][0])
-    if width is not None:
-        bb["width"] = width
-    aux_mult = bb.get("aux_lr_mult", 1.0)
-    n_classes = len(_class_names(data_root))
-    loader = lambda split, per_class, shuffle: dict(  # noqa: E731
-        batch_size=s["batch_size"], num_workers=0, persistent_workers=False,
-        sampler=dict(type="DefaultSampler", shuffle=shuffle),
-        collate_fn=dict(type="default_collate"),
-        dataset=dict(type="BenchInMemoryDataset", root=str(data_root), split=split, per_class=per_class,
-                     input_size=s["input_size"]))
-    if s["sgdr_periods"]:
-        sched = [dict(type="CosineRestartLR", periods=s["sgdr_periods"], restart_weights=[1] * len(s["sgdr_periods"]),
-                      eta_min=0, by_epoch=True)]
-    else:
-        sched = [dict(type="CosineAnnealingLR", T_max=epochs, eta_min=0, by_epoch=True, convert_to_iter_based=True)]
-    optim = dict(type="SGD", lr=s["lr"], momentum=0.9, weight_decay=5e-4, nesterov=True)
-    paramwise = dict(custom_keys={"_quantizer.": dict(lr_mult=aux_mult, decay_mult=0.0)}, norm_decay_mult=0.0)
-    cuda = device == "cuda"
-    return Config(dict(
-        default_scope="mmengine",
-        model=dict(type="BenchClassifier", backbone=bb, num_classes=n_classes,
-                   compile=bool(compile),
-                   data_preprocessor=dict(type="ClsDataPreprocessor")),
-        work_dir=str(work_dir),
-        train_dataloader=loader("train", s["per_class_train"], True),
-        val_dataloader=loader("test", s["per_class_test"], False),
-        test_dataloader=loader("test", s["per_class_test"], False),
-        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=max(1, epochs // 4) if epochs > 4 else epochs),
-        val_cfg=dict(), test_cfg=dict(),
-        val_evaluator=dict(type="TopKAccuracy"), test_evaluator=dict(type="TopKAccuracy"),
-        optim_wrapper=dict(type="AmpOptimWrapper", dtype="bfloat16", optimizer=optim, paramwise_cfg=paramwise)
-        if cuda else dict(type="OptimWrapper", optimizer=optim, paramwise_cfg=paramwise),
-        param_scheduler=sched,
-        randomness=dict(seed=seed, deterministic=False),
-        env_cfg=dict(cudnn_benchmark=cuda, dist_cfg=dict(backend="nccl" if cuda else "gloo")),
-        # quantizers' own parameters (alpha, beta, b0, b1, slope, gamma) are not decayed; their lr
-        # multiplier is the seed's "10x lower lr for the new parameters" variant
-        bench=dict(schedule=schedule, schedule_label=s["label"], head_precision=HEAD_PRECISION, backbone=bb),
-    ))
-
-
 def _class_names(root):
     root = Path(root)
     if _cifar_batches_dir(root):
@@ -314,10 +255,71 @@ def _class_names(root):
     return sorted(d.name for d in _split_dirs(root)[0].iterdir() if d.is_dir())
 
 
-def cost_input(schedule):
-    s = SCHEDULES[schedule]["input_size"]
-    return (1, 3, s, s)
+@register
+class Classification(Task):
+    NAME = "classification"
+    DESCRIPTION = "BiNealNet (CIFAR stem below 64 px) + global pool + float linear head; top-1"
+    METRIC = {"name": "top1", "key": "top1", "higher_is_better": True}
+    SECONDARY_KEYS = ("top5",)
+    DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "cifar10-sample"
+    SCHEDULES = SCHEDULES
+    OPTIONS = {
+        "width": option(float, help="backbone width multiplier (default: the preset's)"),
+        "compile": option(lambda v: {"true": True, "false": False}[v.lower()], False, ["true", "false"],
+                          "torch.compile the network (default off: at our schedules compile time outweighs the gain)"),
+    }
+
+    def validate_data(self, root):
+        _validate(root)
+
+    def data_info(self, root, schedule="short"):
+        return _data_info(root, schedule)
+
+    def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
+                     width=None, compile=False, **_):
+        from mmengine.config import Config
+
+        _register()
+        s = SCHEDULES[schedule]
+        epochs = s["epochs"] if epochs is None else epochs
+        bb = common.backbone_kwargs(self, backbone, variant, width,
+                                    stem="cifar" if s["input_size"] <= 64 else "imagenet", out_indices=(3,))
+        n_classes = len(_class_names(data_root))
+        loader = lambda split, per_class, shuffle: dict(  # noqa: E731
+            batch_size=s["batch_size"], num_workers=0, persistent_workers=False,
+            sampler=dict(type="DefaultSampler", shuffle=shuffle),
+            collate_fn=dict(type="default_collate"),
+            dataset=dict(type="BenchInMemoryDataset", root=str(data_root), split=split, per_class=per_class,
+                         input_size=s["input_size"]))
+        if s["sgdr_periods"]:
+            sched = [dict(type="CosineRestartLR", periods=s["sgdr_periods"],
+                          restart_weights=[1] * len(s["sgdr_periods"]), eta_min=0, by_epoch=True)]
+        else:
+            sched = [dict(type="CosineAnnealingLR", T_max=epochs, eta_min=0, by_epoch=True,
+                          convert_to_iter_based=True)]
+        optim = dict(type="SGD", lr=s["lr"], momentum=0.9, weight_decay=5e-4, nesterov=True)
+        return Config(dict(
+            default_scope="mmengine",
+            model=dict(type="BenchClassifier", backbone=bb, num_classes=n_classes, compile=bool(compile),
+                       data_preprocessor=dict(type="ClsDataPreprocessor")),
+            work_dir=str(work_dir),
+            train_dataloader=loader("train", s["per_class_train"], True),
+            val_dataloader=loader("test", s["per_class_test"], False),
+            test_dataloader=loader("test", s["per_class_test"], False),
+            train_cfg=dict(by_epoch=True, max_epochs=epochs,
+                           val_interval=max(1, epochs // 4) if epochs > 4 else epochs),
+            val_cfg=dict(), test_cfg=dict(),
+            val_evaluator=dict(type="TopKAccuracy"), test_evaluator=dict(type="TopKAccuracy"),
+            optim_wrapper=common.optim_wrapper(device, optim, bb.get("aux_lr_mult", 1.0)),
+            param_scheduler=sched,
+            default_hooks=common.default_hooks(),
+            randomness=dict(seed=seed, deterministic=False),
+            env_cfg=common.env_cfg(device),
+            bench=dict(schedule=schedule, schedule_label=s["label"], head_precision=HEAD_PRECISION, backbone=bb,
+                       width=bb["width"], input_size=s["input_size"]),
+        ))
+
+    def forward_for_cost(self, model, x):
+        return model._logits_eager(x)
 
 
-def cost_forward(model, x):
-    return model._logits_eager(x)

@@ -32,17 +32,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-import backbones
-from backbones.layers import QConvTranspose2d
-from bench.errors import DataError
+from backbones.layers import qconv, qdeconv
 
-NAME = "detection"
-METRIC = {"name": "bbox_AP", "key": "coco/bbox_mAP", "higher_is_better": True}
-SECONDARY_KEYS = ["coco/bbox_mAP_50", "coco/bbox_mAP_75", "coco/bbox_mAP_s", "coco/bbox_mAP_m", "coco/bbox_mAP_l"]
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "coco-sample"
+from . import common
+from .base import DataError, Task, option, register
+
 
 # input_size: the square training crop and the cost-counting input. Images are scaled by
 # input_size / 512 first, so a smaller schedule sees the same image content as mmdet's 512 crop.
@@ -60,18 +56,6 @@ SCHEDULES = {
 }
 MODELS_ = ("centernet", "retinanet")
 HEAD_PRECISIONS = ("fp32", "int8", "binary")
-TASK_OPTIONS = {
-    "model": dict(type=str, default="centernet", choices=list(MODELS_),
-                  help="detector: centernet (CenterNet-R18 without DCN, the paper's) or retinanet (FPN)"),
-    "width": dict(type=float, default=None,
-                  help="backbone width multiplier (default: 2.0 for binealnet as in the paper, 1.0 for int8/fp32)"),
-    "head_precision": dict(type=str, default="fp32", choices=list(HEAD_PRECISIONS),
-                           help="precision of neck and head convs, the same for every backbone"),
-    "init_from": dict(type=str, default=None,
-                      help="checkpoint of a run of ours whose backbone.* weights initialise the backbone"),
-}
-#: the paper's width for non-classification tasks; int8 / fp32 keep their presets' 1.0
-DEFAULT_WIDTH = {"binealnet": 2.0}
 #: convs that produce the predictions: INT8 rather than binary under head_precision=binary
 OUTPUT_CONVS = {"centernet": ("heatmap_head.2", "wh_head.2", "offset_head.2"),
                 "retinanet": ("retina_cls", "retina_reg")}
@@ -167,7 +151,7 @@ def _check_coco(path: Path, image_dir: Path) -> dict:
     return d
 
 
-def validate_data(root) -> None:
+def _validate(root) -> None:
     """Raise ``DataError`` (naming the file and the record) for anything mmdet would choke on."""
     lay = _layout(root)
     train = _check_coco(*lay["train"])
@@ -184,7 +168,7 @@ def _categories(json_path: Path) -> list[str]:
     return [c["name"] for c in _read_json(json_path)["categories"]]
 
 
-def data_info(root, schedule=None) -> dict:
+def _data_info(root, schedule=None) -> dict:
     """Name, path, image counts and a sha256 over the json(s) and the sorted image names and byte
     sizes (not the image bytes: fast at any size)."""
     root = Path(root)
@@ -210,15 +194,12 @@ def data_info(root, schedule=None) -> dict:
 
 
 # ---------------------------------------------------------------- neck / head precision
-def _quantizers(kind: str, cin: int, w_shape: tuple):
-    if kind == "int8":
-        return backbones.Int8Quantizer(per_channel=True), backbones.Int8Quantizer(per_channel=False)
-    return backbones.BinaryWeightQuantizer(w_shape), backbones.BinaryActivationQuantizer(cin)
-
-
 def quantize_neck_head(model: nn.Module, precision: str, output_convs=()) -> nn.Module:
     """Swap the float convs / deconvs of ``model.neck`` and ``model.bbox_head`` for quantized ones
-    (weights copied). ``output_convs``: names (in the head) kept at INT8 when ``precision='binary'``."""
+    (weights copied). ``output_convs``: names (in the head) kept at INT8 when ``precision='binary'``.
+    mmdet's CTResNetNeck and CenterNetHead build their convs without a ``conv_cfg``, so the swap is
+    the one way to reach them; the model is wrapped in ``QuantScalesAfterInit`` (see
+    ``build_config``), so the binary scales follow whatever weights the model's own init leaves."""
     if precision == "fp32":
         return model
     if precision not in HEAD_PRECISIONS:
@@ -235,19 +216,15 @@ def quantize_neck_head(model: nn.Module, precision: str, output_convs=()) -> nn.
                 if not isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)) or hasattr(child, "weight_quantizer"):
                     continue
                 kind = "int8" if precision == "int8" or (part == "bbox_head" and full in output_convs) else "binary"
-                deconv = isinstance(child, nn.ConvTranspose2d)
-                cin, cout = child.in_channels, child.out_channels
-                w_shape = (cout, cin, *child.kernel_size)
-                wq, aq = _quantizers(kind, cin, w_shape)
-                common = dict(stride=child.stride, padding=child.padding, dilation=child.dilation,
-                              groups=child.groups, bias=child.bias is not None, weight_quantizer=wq, act_quantizer=aq)
-                if deconv:
-                    new = QConvTranspose2d(cin, cout, child.kernel_size, output_padding=child.output_padding, **common)
+                common_args = dict(stride=child.stride, padding=child.padding, dilation=child.dilation,
+                                   groups=child.groups, bias=child.bias is not None, w=kind, a=kind)
+                if isinstance(child, nn.ConvTranspose2d):
+                    new = qdeconv(child.in_channels, child.out_channels, child.kernel_size,
+                                  output_padding=child.output_padding, **common_args)
                 else:
-                    new = backbones.QConv2d(cin, cout, child.kernel_size, **common)
+                    new = qconv(child.in_channels, child.out_channels, child.kernel_size, **common_args)
                 new.load_state_dict(child.state_dict(), strict=False)
-                if hasattr(wq, "reset_scale"):  # beta follows the copied weights (out channels first)
-                    wq.reset_scale(new.weight.transpose(0, 1) if deconv else new.weight)
+                new.reset_quantizer_scales()
                 setattr(m, child_name, new)
         if precision == "binary":
             for m in root.modules():  # mmcv ConvModule keeps its activation as `activate`
@@ -271,21 +248,6 @@ def _register():
 
 
 # ---------------------------------------------------------------- config
-def _backbone_cfg(backbone, variant, width, out_indices, init_from):
-    if backbone not in backbones.PRESETS:
-        raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(backbones.PRESETS)}")
-    bb = dict(backbones.PRESETS[backbone])
-    if variant:
-        bb.update(backbones.SEED_VARIANTS[variant][0])
-    bb["width"] = width if width is not None else DEFAULT_WIDTH.get(backbone, bb["width"])
-    bb.update(type="BiNealNet", out_indices=out_indices)
-    if init_from:
-        bb["init_cfg"] = dict(type="Pretrained", checkpoint=str(init_from), prefix="backbone.")
-    with torch.device("meta"):  # channels without allocating weights
-        channels = backbones.BiNealNet(**{k: v for k, v in bb.items() if k not in ("type", "init_cfg")}).out_channels
-    return bb, list(channels)
-
-
 def _centernet(bb, channels, num_classes):
     return dict(
         type="CenterNet",
@@ -358,8 +320,8 @@ def _milestones(epochs):
     return sorted({m for m in (round(epochs * 90 / 140), round(epochs * 120 / 140)) if 0 < m < epochs})
 
 
-def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
-                 model="centernet", width=None, head_precision="fp32", init_from=None, **_):
+def _build_config(task, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
+                  model="centernet", width=None, head_precision="fp32", init_from=None, **_):
     """A complete mmengine Runner config (model, loaders, loops, CocoMetric) for one detection run."""
     from mmengine.config import Config
 
@@ -376,11 +338,15 @@ def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, dev
     lay = _layout(root)
     classes = _categories(lay["val"][0])
     out_indices = (3,) if model == "centernet" else (0, 1, 2, 3)
-    bb, channels = _backbone_cfg(backbone, variant, width, out_indices, init_from)
+    bb = common.backbone_kwargs(task, backbone, variant, width, out_indices=out_indices)
+    channels = common.backbone_channels(bb)
+    bb["type"] = "BiNealNet"
+    if init_from:
+        bb["init_cfg"] = dict(type="Pretrained", checkpoint=str(init_from), prefix="backbone.")
     det = (_centernet if model == "centernet" else _retinanet)(bb, channels, len(classes))
     if head_precision != "fp32":
-        det = dict(type="BenchQuantNeckHead", detector=det, precision=head_precision,
-                   output_convs=list(OUTPUT_CONVS[model]))
+        det = common.quantized_model(dict(type="BenchQuantNeckHead", detector=det, precision=head_precision,
+                                          output_convs=list(OUTPUT_CONVS[model])))
     train_pipe, test_pipe = _pipelines(model, s["input_size"])
     n = s["max_images"]
 
@@ -408,13 +374,8 @@ def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, dev
 
     evaluator = dict(type="CocoMetric", ann_file=str(lay["val"][0]), metric="bbox", format_only=False,
                      backend_args=None)
-    cuda = device == "cuda"
     optim = dict(type="Adam", lr=s["lr"], weight_decay=0.0)
-    wrapper = dict(optimizer=optim, clip_grad=dict(max_norm=35, norm_type=2))
-    aux_mult = bb.get("aux_lr_mult", 1.0)
-    if aux_mult != 1.0:  # the seed's lr-multiplier variant for the quantizers' own parameters
-        wrapper["paramwise_cfg"] = dict(custom_keys={"_quantizer.": dict(lr_mult=aux_mult)})
-    wrapper.update(dict(type="AmpOptimWrapper", dtype="bfloat16") if cuda else dict(type="OptimWrapper"))
+    wrapper = common.optim_wrapper(device, optim, bb.get("aux_lr_mult", 1.0), clip_grad=dict(max_norm=35, norm_type=2))
     cfg = Config(dict(
         default_scope="mmdet",
         custom_imports=dict(imports=["backbones.openmmlab"], allow_failed_imports=False),
@@ -431,16 +392,11 @@ def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, dev
             # warm-up over the first epoch (mmdet: 1000 iterations of a COCO-sized epoch)
             dict(type="LinearLR", start_factor=0.001, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
             dict(type="MultiStepLR", begin=0, end=epochs, by_epoch=True, milestones=_milestones(epochs), gamma=0.1)],
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=10),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, save_last=True),
-            sampler_seed=dict(type="DistSamplerSeedHook")),
+        default_hooks=common.default_hooks(log_interval=10),
         log_processor=dict(type="LogProcessor", window_size=10, by_epoch=True),
         log_level="INFO", load_from=None, resume=False,
         randomness=dict(seed=seed, deterministic=False),
-        env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
-                     dist_cfg=dict(backend="nccl" if cuda else "gloo")),
+        env_cfg=common.env_cfg(device),
         bench=dict(schedule=schedule, schedule_label=s["label"], model=model, head_precision=head_precision,
                    width=bb["width"], input_size=s["input_size"], backbone=bb, classes=len(classes),
                    init_from=str(init_from) if init_from else None),
@@ -450,10 +406,39 @@ def build_config(backbone, data_root, schedule, work_dir, seed, epochs=None, dev
     return cfg
 
 
-def cost_input(schedule):
-    s = SCHEDULES[schedule]["input_size"]
-    return (1, 3, s, s)
+@register
+class Detection(Task):
+    NAME = "detection"
+    DESCRIPTION = "CenterNet-R18 (no DCN, the paper's) or RetinaNet+FPN through MMDetection; COCO bbox AP"
+    METRIC = {"name": "bbox_AP", "key": "coco/bbox_mAP", "higher_is_better": True}
+    SECONDARY_KEYS = ("coco/bbox_mAP_50", "coco/bbox_mAP_75", "coco/bbox_mAP_s", "coco/bbox_mAP_m",
+                      "coco/bbox_mAP_l")
+    DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "coco-sample"
+    SCHEDULES = SCHEDULES
+    #: the paper's width for non-classification tasks; int8 / fp32 keep their presets' 1.0
+    DEFAULT_WIDTH = {"binealnet": 2.0}
+    OPTIONS = {
+        "model": option(str, "centernet", list(MODELS_),
+                        "detector: centernet (CenterNet-R18 without DCN, the paper's) or retinanet (FPN)"),
+        "width": option(float, help="backbone width multiplier (default: 2.0 for binealnet as in the paper, "
+                                    "1.0 for int8/fp32)"),
+        "head_precision": option(str, "fp32", list(HEAD_PRECISIONS),
+                                 "precision of neck and head convs, the same for every backbone"),
+        "init_from": option(str, help="checkpoint of a run of ours whose backbone.* weights initialise the backbone"),
+    }
+
+    def validate_data(self, root):
+        _validate(root)
+
+    def data_info(self, root, schedule=None):
+        return _data_info(root, schedule)
+
+    def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
+                     **options):
+        return _build_config(self, backbone, data_root, schedule, work_dir, seed, epochs, device, variant, **options)
+
+    def format_metric(self, key, value):
+        # COCO reports -1 where a size class has no ground truth
+        return "n/a" if value is not None and value < 0 else super().format_metric(key, value)
 
 
-def cost_forward(model, x):
-    return model(x, mode="tensor")

@@ -169,16 +169,29 @@ def test_scales_after_is_numerically_the_same_function():
     torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
 
 
-def test_lr_multiplier_param_groups():
-    m = backbones.build("binealnet", aux_lr_mult=0.1, width=0.25)
-    main, aux = m.param_groups(0.1)
-    assert aux["lr"] == pytest.approx(0.01) and main["lr"] == pytest.approx(0.1)
+def test_optim_wrapper_groups_quantizer_params():
+    """tasks.common.optim_wrapper is the one place of the lr split and the no-decay groups: the
+    optimizer mmengine builds from it gives the quantizers' parameters lr * aux_lr_mult and no decay."""
+    from mmengine.optim import build_optim_wrapper
+
+    from tasks import common
+    m = backbones.build("binealnet", variant="binary-ds3-clip-lr0.1", width=0.25)
+    cfg = common.optim_wrapper("cpu", dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=5e-4), m.aux_lr_mult)
+    opt = build_optim_wrapper(m, cfg).optimizer
     names = {id(p): n for n, p in m.named_parameters()}
-    aux_names = [names[id(p)] for p in aux["params"]]
-    assert all(n.split(".")[-1] in ("alpha", "beta", "b0", "b1", "slope", "gamma") for n in aux_names)
-    assert not any(n.endswith("conv1.weight") for n in aux_names)
-    assert len(main["params"]) + len(aux["params"]) == len(list(m.parameters()))
-    assert m.paramwise_cfg()["custom_keys"]["weight_quantizer."]["lr_mult"] == 0.1
+    aux = {"alpha", "beta", "b0", "b1", "slope", "gamma"}
+    seen = 0
+    for g in opt.param_groups:
+        for p in g["params"]:
+            n = names[id(p)]
+            seen += 1
+            if n.split(".")[-1] in aux:
+                assert g["lr"] == pytest.approx(0.01) and g["weight_decay"] == 0, n
+            elif p.dim() == 1:  # norms
+                assert g["lr"] == pytest.approx(0.1) and g["weight_decay"] == 0, n
+            else:  # conv weights (latent weights of the binary convs included)
+                assert g["lr"] == pytest.approx(0.1) and g["weight_decay"] == pytest.approx(5e-4), n
+    assert seen == len(list(m.parameters()))
 
 
 @pytest.mark.parametrize("name,width", [("binealnet", 1.5), ("int8", 1.0), ("fp32", 1.0)])

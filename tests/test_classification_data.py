@@ -8,7 +8,10 @@ import torch
 from PIL import Image
 
 from bench.errors import DataError
+import tasks
 from tasks import classification as cls
+
+CLS = tasks.get("classification")
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "cifar10-sample"
 
@@ -42,7 +45,7 @@ def _write_batches(root: Path, per_class_train=2, per_class_test=1):
 
 def test_cifar_python_batches_match_imagefolder(tmp_path):
     root = _write_batches(tmp_path)
-    cls.validate_data(root)
+    CLS.validate_data(root)
     x, y, names = cls.load_split(str(root), "test")
     xf, yf, names_f = cls.load_split(str(SAMPLE), "test", per_class=1)
     assert names == names_f
@@ -56,7 +59,7 @@ def test_imagefolder_larger_images_are_resized_and_cropped(tmp_path):
         for c in ("a", "b"):
             (tmp_path / split / c).mkdir(parents=True)
             Image.new("RGB", (80, 48), (10, 200, 30)).save(tmp_path / split / c / "x.png")
-    cls.validate_data(tmp_path)
+    CLS.validate_data(tmp_path)
     x, y, names = cls.load_split(str(tmp_path), "test", size=32)
     assert names == ["a", "b"] and x.shape == (2, 3, 32, 32) and (x[:, 1] == 200).all()
 
@@ -66,7 +69,7 @@ def test_mismatched_classes_and_broken_batches(tmp_path):
         (tmp_path / split / c).mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / split / c / "x.png")
     with pytest.raises(DataError, match="different class folders"):
-        cls.validate_data(tmp_path)
+        CLS.validate_data(tmp_path)
     broken = _write_batches(tmp_path / "cifar")
     (broken / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
     with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 python batch"):

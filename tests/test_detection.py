@@ -11,15 +11,18 @@ pytest.importorskip("mmdet")
 
 import backbones  # noqa: E402
 import backbones.openmmlab  # noqa: E402,F401  (mmcv op stand-in before anything from mmdet)
+import tasks  # noqa: E402
 import tasks.detection as det  # noqa: E402
 from bench.errors import DataError  # noqa: E402
+
+DET = tasks.get("detection")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 COCO_MINI = SHARED / "coco-mini"
 PENNFUDAN = SHARED / "pennfudan"
 # real COCO images for smoke runs: ../shared's coco-mini, else the embedded sample
-SMOKE_DATA = COCO_MINI if COCO_MINI.is_dir() else det.DEFAULT_DATA
+SMOKE_DATA = COCO_MINI if COCO_MINI.is_dir() else DET.DEFAULT_DATA
 SAMPLE_JSON = "annotations/instances_sample.json"
 
 
@@ -42,20 +45,20 @@ def _train_test(cfg):
 
 # ---------------------------------------------------------------- data
 def test_embedded_sample_validates():
-    det.validate_data(det.DEFAULT_DATA)
-    info = det.data_info(det.DEFAULT_DATA)
+    DET.validate_data(DET.DEFAULT_DATA)
+    info = DET.data_info(DET.DEFAULT_DATA)
     assert info["images"] == 8 and len(info["sha256"]) == 64
     assert "single json" in info["layout"]  # train = val: said in the record
-    size = sum(f.stat().st_size for f in det.DEFAULT_DATA.rglob("*") if f.is_file())
-    assert size < 2_000_000 and (det.DEFAULT_DATA / "SOURCE.md").is_file()
+    size = sum(f.stat().st_size for f in DET.DEFAULT_DATA.rglob("*") if f.is_file())
+    assert size < 2_000_000 and (DET.DEFAULT_DATA / "SOURCE.md").is_file()
 
 
 @pytest.mark.skipif(not PENNFUDAN.is_dir(), reason="../shared/data/pennfudan not present")
 def test_pennfudan_train_val_layout():
-    det.validate_data(PENNFUDAN)
-    info = det.data_info(PENNFUDAN)
+    DET.validate_data(PENNFUDAN)
+    info = DET.data_info(PENNFUDAN)
     assert info["layout"] == "train/val jsons" and (info["train_images"], info["val_images"]) == (120, 50)
-    cfg = det.build_config("fp32", PENNFUDAN, "short", "/tmp/unused", 0)
+    cfg = DET.build_config("fp32", PENNFUDAN, "short", "/tmp/unused", 0)
     assert cfg.model.bbox_head.num_classes == 1
     assert cfg.train_dataloader.dataset.ann_file == "annotations/instances_train.json"
     assert cfg.test_dataloader.dataset.ann_file == "annotations/instances_val.json"
@@ -64,7 +67,7 @@ def test_pennfudan_train_val_layout():
 @pytest.fixture
 def sample_copy(tmp_path):
     dst = tmp_path / "coco"
-    shutil.copytree(det.DEFAULT_DATA, dst)
+    shutil.copytree(DET.DEFAULT_DATA, dst)
     return dst
 
 
@@ -78,7 +81,7 @@ def _edit_json(root, fn, name=SAMPLE_JSON):
 
 def _raises(root, *needles):
     with pytest.raises(DataError) as e:
-        det.validate_data(root)
+        DET.validate_data(root)
     msg = str(e.value)
     for n in needles:
         assert n in msg, msg
@@ -145,15 +148,15 @@ def test_train_val_categories_must_match(sample_copy):
     ann = sample_copy / "annotations"
     shutil.copy(ann / "instances_sample.json", ann / "instances_train.json")
     (ann / "instances_sample.json").rename(ann / "instances_val.json")
-    det.validate_data(sample_copy)  # the train/val layout itself is fine
-    assert det.data_info(sample_copy)["layout"] == "train/val jsons"
+    DET.validate_data(sample_copy)  # the train/val layout itself is fine
+    assert DET.data_info(sample_copy)["layout"] == "train/val jsons"
     _edit_json(sample_copy, lambda d: d["categories"].pop(), "annotations/instances_val.json")
     _raises(sample_copy, "instances_val.json", "categories differ")
 
 
 def test_init_from_missing_checkpoint(tmp_path):
     with pytest.raises(DataError, match="nope.pth"):
-        det.build_config("fp32", det.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=tmp_path / "nope.pth")
+        DET.build_config("fp32", DET.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=tmp_path / "nope.pth")
 
 
 # ---------------------------------------------------------------- metric oracle
@@ -163,7 +166,7 @@ def test_ground_truth_as_detections_gives_ap_1(tmp_path):
     other image's detections must lower it (the oracle is not trivially 1)."""
     from mmdet.registry import DATASETS, METRICS
 
-    cfg = det.build_config("fp32", SMOKE_DATA, "smoke", tmp_path, 0)
+    cfg = DET.build_config("fp32", SMOKE_DATA, "smoke", tmp_path, 0)
     ds_cfg = dict(cfg.test_dataloader.dataset)
     ds_cfg.pop("indices")  # every image
     ds = DATASETS.build(ds_cfg)
@@ -184,10 +187,10 @@ def test_ground_truth_as_detections_gives_ap_1(tmp_path):
         return metric.evaluate(len(samples))
 
     full = ap(lambda i: True)
-    assert full[det.METRIC["key"]] == pytest.approx(1.0)
-    for k in det.SECONDARY_KEYS:
+    assert full[DET.METRIC["key"]] == pytest.approx(1.0)
+    for k in DET.SECONDARY_KEYS:
         assert k in full and (full[k] == pytest.approx(1.0) or full[k] == -1.0)  # -1: no box of that size
-    assert ap(lambda i: i % 2 == 0)[det.METRIC["key"]] < 0.9
+    assert ap(lambda i: i % 2 == 0)[DET.METRIC["key"]] < 0.9
 
 
 # ---------------------------------------------------------------- configs
@@ -195,7 +198,7 @@ def test_ground_truth_as_detections_gives_ap_1(tmp_path):
 @pytest.mark.parametrize("backbone", sorted(backbones.PRESETS))
 def test_build_config_builds_runner(tmp_path, backbone, model):
     from mmengine.runner import Runner
-    cfg = det.build_config(backbone, SMOKE_DATA, "smoke", tmp_path / "wd", 0, model=model)
+    cfg = DET.build_config(backbone, SMOKE_DATA, "smoke", tmp_path / "wd", 0, model=model)
     runner = Runner.from_cfg(cfg)
     m = runner.model
     assert type(m.backbone).__name__ == "BiNealNet" and m.backbone.precision == backbones.PRESETS[backbone]["precision"]
@@ -206,17 +209,19 @@ def test_build_config_builds_runner(tmp_path, backbone, model):
         assert list(m.neck.in_channels) == list(m.backbone.out_channels)
     assert m.bbox_head.num_classes == 80 and cfg.randomness.seed == 0
     assert cfg.optim_wrapper.type == "OptimWrapper"
-    assert det.build_config(backbone, SMOKE_DATA, "smoke", tmp_path, 0, device="cuda").optim_wrapper.type == \
+    assert DET.build_config(backbone, SMOKE_DATA, "smoke", tmp_path, 0, device="cuda").optim_wrapper.type == \
         "AmpOptimWrapper"
 
 
 def test_seed_variant_and_options_are_in_config(tmp_path):
-    cfg = det.build_config("binealnet", det.DEFAULT_DATA, "smoke", tmp_path, 3, variant="binary-ds3-clip-lr0.1",
+    cfg = DET.build_config("binealnet", DET.DEFAULT_DATA, "smoke", tmp_path, 3, variant="binary-ds3-clip-lr0.1",
                            model="retinanet", width=1.0, head_precision="int8")
     assert cfg.bench.backbone["aux_lr_mult"] == 0.1 and cfg.bench.width == 1.0 and cfg.randomness.seed == 3
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys["_quantizer."]["lr_mult"] == 0.1
-    assert cfg.model.type == "BenchQuantNeckHead" and cfg.model.detector.type == "RetinaNet"
-    assert det.cost_input("paper") == (1, 3, 512, 512) and det.cost_input("smoke") == (1, 3, 128, 128)
+    assert cfg.model.type == "QuantScalesAfterInit" and cfg.model.model.type == "BenchQuantNeckHead"
+    assert cfg.model.model.detector.type == "RetinaNet"
+    assert DET.example_inputs("paper")[0].shape == (1, 3, 512, 512)
+    assert DET.example_inputs("smoke")[0].shape == (1, 3, 128, 128)
 
 
 def test_init_from_loads_backbone_and_reports_mismatch(tmp_path):
@@ -224,11 +229,11 @@ def test_init_from_loads_backbone_and_reports_mismatch(tmp_path):
     src = backbones.build("fp32", out_indices=(3,))
     ckpt = tmp_path / "cls.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in src.state_dict().items()}}, ckpt)
-    cfg = det.build_config("fp32", det.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=ckpt)
+    cfg = DET.build_config("fp32", DET.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=ckpt)
     m = MODELS.build(cfg.model)
     m.init_weights()
     assert torch.equal(m.backbone.stages[3][1].conv2.weight, src.stages[3][1].conv2.weight)
-    wide = MODELS.build(det.build_config("fp32", det.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=ckpt,
+    wide = MODELS.build(DET.build_config("fp32", DET.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=ckpt,
                                          width=2.0).model)
     with pytest.warns(UserWarning, match="shape mismatch"):
         wide.init_weights()
@@ -236,20 +241,20 @@ def test_init_from_loads_backbone_and_reports_mismatch(tmp_path):
 
 # ---------------------------------------------------------------- smoke trainings
 def _check_metrics(metrics):
-    ap = metrics[det.METRIC["key"]]
+    ap = metrics[DET.METRIC["key"]]
     assert isinstance(ap, float) and 0.0 <= ap <= 1.0 and not math.isnan(ap)
-    assert all(k in metrics for k in det.SECONDARY_KEYS)
+    assert all(k in metrics for k in DET.SECONDARY_KEYS)
 
 
 def _cost(model, schedule="smoke"):
     from bench.cost import count_cost
-    return count_cost(model, torch.zeros(det.cost_input(schedule)), forward=det.cost_forward).to_dict()
+    return count_cost(model, DET.example_inputs(schedule), forward=lambda m, xs: DET.forward_for_cost(m, *xs)).to_dict()
 
 
 @pytest.mark.parametrize("backbone", sorted(backbones.PRESETS))
 def test_centernet_smoke_per_backbone(tmp_path, backbone):
     # width 0.5 keeps CI fast (binealnet's default 2.0 is ~10x the CPU time); the width is in cfg.bench
-    cfg = det.build_config(backbone, SMOKE_DATA, "smoke", tmp_path / "wd", 0, width=0.5)
+    cfg = DET.build_config(backbone, SMOKE_DATA, "smoke", tmp_path / "wd", 0, width=0.5)
     runner, metrics = _train_test(cfg)
     _check_metrics(metrics)
     assert (tmp_path / "wd" / "epoch_1.pth").is_file()
@@ -260,14 +265,14 @@ def test_centernet_smoke_per_backbone(tmp_path, backbone):
 
 
 def test_retinanet_smoke(tmp_path):
-    cfg = det.build_config("int8", SMOKE_DATA, "smoke", tmp_path / "wd", 0, model="retinanet", width=0.5)
+    cfg = DET.build_config("int8", SMOKE_DATA, "smoke", tmp_path / "wd", 0, model="retinanet", width=0.5)
     runner, metrics = _train_test(cfg)
     _check_metrics(metrics)
 
 
 @pytest.mark.parametrize("precision,bits", [("int8", {"8/8"}), ("binary", {"1/1", "8/8"})])
 def test_quantized_neck_and_head_smoke(tmp_path, precision, bits):
-    cfg = det.build_config("fp32", SMOKE_DATA, "smoke", tmp_path / "wd", 0, head_precision=precision, width=0.5)
+    cfg = DET.build_config("fp32", SMOKE_DATA, "smoke", tmp_path / "wd", 0, head_precision=precision, width=0.5)
     assert cfg.bench.head_precision == precision
     runner, metrics = _train_test(cfg)
     _check_metrics(metrics)
@@ -295,7 +300,7 @@ def test_bench_run_detection_writes_complete_record(tmp_path):
     for k in results.REQUIRED_KEYS:
         assert k in rec, k
     assert rec["metric"]["name"] == "bbox_AP" and 0.0 <= rec["metric"]["value"] <= 1.0
-    assert set(rec["metric"]["secondary"]) == {k.split("/")[-1] for k in det.SECONDARY_KEYS}
-    assert set(rec["cost"]["parts"]) == {"backbone", "neck", "head"} and rec["cost_input"] == [1, 3, 128, 128]
+    assert set(rec["metric"]["secondary"]) == {k.split("/")[-1] for k in DET.SECONDARY_KEYS}
+    assert set(rec["cost"]["parts"]) == {"backbone", "neck", "head"} and rec["cost_input"] == [[1, 3, 128, 128]]
     assert rec["data"]["name"] == SMOKE_DATA.name and len(rec["data"]["sha256"]) == 64
     assert rec["config"]["bench"]["model"] == "centernet" and rec["config"]["bench"]["head_precision"] == "fp32"
