@@ -7,6 +7,8 @@ the scale after the convolution (a seed variant) and pad with the true binary va
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -114,7 +116,19 @@ class Int8Quantizer(Quantizer):
         # 0 = not yet observed; learned scales become a Parameter at first use
         self.register_buffer("running_absmax", torch.zeros(()), persistent=True)
         self.scale_param = nn.Parameter(torch.zeros(())) if learned and not per_channel else None
-        self._observed = False
+        # saved with the model, so a resumed LSQ run keeps its learned scale instead of re-observing it
+        self.register_buffer("observed", torch.zeros((), dtype=torch.bool), persistent=True)
+        self._observed = False  # python copy of `observed`: no device sync on the training path
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "observed"
+        if key not in state_dict:  # checkpoints written before the flag was saved
+            absmax = state_dict.get(prefix + "running_absmax")
+            state_dict[key] = torch.tensor(bool(absmax is not None and absmax > 0))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self._observed = bool(self.observed)
 
     def _absmax(self, x):
         if self.per_channel:
@@ -126,7 +140,14 @@ class Int8Quantizer(Quantizer):
         """The step size that ``forward`` uses for ``x`` (a tensor; per channel when per_channel)."""
         if self.per_channel:
             return (self._absmax(x) / self.qmax).clamp(min=1e-8)
-        if self.training:
+        if not self.training and not self._observed:
+            self._observed = bool(self.observed)
+        if not self.training and not self._observed:
+            # eval before any training-mode pass would use the 1e-8 floor as the scale and output ~0:
+            # calibrate on this first batch instead, and say so
+            warnings.warn("Int8Quantizer: activation scale never observed in training; calibrated on the first "
+                          "eval batch (run training-mode passes over calibration data for a proper scale)")
+        if self.training or not self._observed:
             cur = self._absmax(x).to(self.running_absmax)
             # first observation (buffer still 0) takes the value, later ones are averaged; a
             # torch.where rather than `if buffer == 0` so there is no GPU sync and no graph break
@@ -134,6 +155,8 @@ class Int8Quantizer(Quantizer):
             r.copy_(torch.where(r > 0, r.lerp(cur, self.momentum), cur))
             if self.scale_param is not None and not self._observed:  # LSQ starts from the observation
                 self.scale_param.data.copy_((cur / self.qmax).clamp(min=1e-8))
+            if not self._observed:
+                self.observed.fill_(True)
                 self._observed = True
         if self.scale_param is not None:
             return self.scale_param.abs().clamp(min=1e-8)
@@ -210,11 +233,15 @@ class BinaryActivationQuantizer(Quantizer):
         self.estimator, self.clip_slope = estimator, clip_slope
 
     def unit(self, x):
+        slope = self.slope
         if self.clip_slope:
-            with torch.no_grad():
-                self.slope.clamp_(min=0)
+            if self.training:
+                with torch.no_grad():
+                    self.slope.clamp_(min=0)
+            else:  # out of place: inference leaves the parameters (and their versions) untouched
+                slope = slope.clamp(min=0)
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        y = F.prelu(x + self.b0.view(shape), self.slope) + self.b1.view(shape)
+        y = F.prelu(x + self.b0.view(shape), slope) + self.b1.view(shape)
         # sign(Htanh(y)) == sign(y), and both estimators are already 0 where |y| > 1, so Htanh's
         # gradient mask is implied: skipping the op changes neither forward nor backward
         return sign(y, self.estimator)

@@ -44,7 +44,9 @@ def optim_wrapper(device: str, optimizer: dict, aux_lr_mult: float = 1.0, clip_g
     """mmengine optim_wrapper: bf16 AMP on CUDA; no weight decay on quantizer parameters, norms and
     biases; the quantizers' parameters at ``lr * aux_lr_mult`` (the seed's variant)."""
     w = dict(type="AmpOptimWrapper", dtype="bfloat16") if device == "cuda" else dict(type="OptimWrapper")
-    w.update(optimizer=dict(optimizer), paramwise_cfg=dict(
+    optimizer = dict(optimizer)
+    optimizer.setdefault("weight_decay", 0.0)  # mmengine needs a base decay to apply decay_mult to
+    w.update(optimizer=optimizer, paramwise_cfg=dict(
         custom_keys={QUANTIZER_PARAM_KEY: dict(lr_mult=aux_lr_mult, decay_mult=0.0)},
         norm_decay_mult=0.0, bias_decay_mult=0.0))
     if clip_grad:
