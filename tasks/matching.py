@@ -2,7 +2,7 @@
 homography accuracy, with kornia doing the matching and the geometry.
 
 Network (``R2D2Net``, L2-Net-like as R2D2's, kept small for CPU): full resolution throughout,
-dilations instead of strides, so keypoints are located to the pixel. With ``c = 16 x width``:
+dilations instead of strides, so keypoints are located to the pixel. With ``c = 8 x width``:
 
     backbone: stem 3x3 conv 3->c (float, as BiNealNet's stem) + BN, then five 3x3 blocks
               (c, d1) (2c, d2) (2c, d2) (4c, d4) (4c, d4)  [channels, dilation], each
@@ -79,7 +79,7 @@ RANSAC_TH = 3.0  # px, kornia RANSAC inlier threshold
 # 2,048 minimal samples (kornia's default is 20,480): the same budget for every method, ~0.15 s a call on CPU
 RANSAC_BUDGET = dict(batch_size=512, max_iter=4)
 BORDER = 4  # px without keypoints (padding effects)
-BASE_CHANNELS = 16
+BASE_CHANNELS = 8
 # (channel multiple of c, dilation) of the body's blocks
 BODY = ((1, 1), (2, 2), (2, 2), (4, 4), (4, 4))
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -92,9 +92,9 @@ SCHEDULES = {
     "smoke": dict(epochs=1, batch_size=2, input_size=40, samples_per_epoch=4, lr=1e-3, train_short_side=80,
                   eval_max_side=64, num_features=64, cost_size=(64, 64),
                   label="smoke (seconds; CI check, not an accuracy)"),
-    "short": dict(epochs=3, batch_size=4, input_size=64, samples_per_epoch=400, lr=2e-3, train_short_side=192,
-                  eval_max_side=480, num_features=1000, cost_size=(480, 640),
-                  label="short (300 iterations of 4 64x64 pairs; eval <= 480 px, top-1000; fits 2 CPU cores)"),
+    "short": dict(epochs=3, batch_size=4, input_size=48, samples_per_epoch=200, lr=2e-3, train_short_side=160,
+                  eval_max_side=480, num_features=1000, cost_size=(240, 320),
+                  label="short (150 iterations of 4 48x48 pairs; eval <= 480 px, top-1000; fits 2 CPU cores)"),
     "gpu": dict(epochs=25, batch_size=16, input_size=192, samples_per_epoch=4000, lr=1e-3, train_short_side=480,
                 eval_max_side=None, num_features=5000, cost_size=(480, 640),
                 label="gpu (25 epochs x 250 iterations of 16 192x192 pairs; full-size eval, top-5000)"),

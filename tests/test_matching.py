@@ -132,7 +132,7 @@ def _extractor(name):
     if name == "sift":
         return MODELS.build(dict(type="SIFTModel", num_features=150)).eval().extract
     torch.manual_seed(0)
-    return MODELS.build(dict(type="R2D2Model", width=0.5, body="fp32", head="fp32", num_features=150)).eval().extract
+    return MODELS.build(dict(type="R2D2Model", width=1.0, body="fp32", head="fp32", num_features=150)).eval().extract
 
 
 @pytest.mark.parametrize("name", ["sift", "r2d2-fp32-random"])
@@ -166,7 +166,7 @@ def test_local_feature_is_kornia_and_matches_with_kornia():
     import kornia.feature as KF
     from mmengine.registry import MODELS
     torch.manual_seed(0)
-    net = MODELS.build(dict(type="R2D2Model", width=0.25, body="binary", head="int8", num_features=64)).eval()
+    net = MODELS.build(dict(type="R2D2Model", width=0.5, body="binary", head="int8", num_features=64)).eval()
     lf = M.r2d2_feature(net, 64)
     assert isinstance(lf, KF.LocalFeature)
     img = _pair_image()[None].float() / 255
@@ -203,7 +203,7 @@ def _bits(model):
 def test_precisions_and_full_resolution_topology():
     from mmengine.registry import MODELS
     nets = {b: MODELS.build(dict(type="R2D2Model", width=w, body=p, head="fp32" if p == "fp32" else "int8"))
-            for b, w, p in (("binealnet", 0.5, "binary"), ("int8", 0.25, "int8"), ("fp32", 0.25, "fp32"))}
+            for b, w, p in (("binealnet", 1.0, "binary"), ("int8", 0.5, "int8"), ("fp32", 0.5, "fp32"))}
     bits = {b: _bits(n) for b, n in nets.items()}
     assert bits["binealnet"].keys() == bits["int8"].keys() == bits["fp32"].keys()  # same topology
     for name, wa in bits["binealnet"].items():
@@ -252,7 +252,7 @@ def test_config_settings_and_cost_inputs():
                             **TASK.options_with_defaults({}))
     assert cfg.bench.width == 2.0 and cfg.bench.head_precision == "int8" and cfg.bench.body_precision == "binary"
     assert cfg.model.type == "QuantScalesAfterInit"
-    assert TASK.example_inputs("short")[0].shape == (1, 3, 480, 640)
+    assert TASK.example_inputs("short")[0].shape == (1, 3, 240, 320)
     sift = TASK.build_config("sift", M.Matching.DEFAULT_DATA, "short", "/tmp/unused", 0,
                              **TASK.options_with_defaults({}))
     assert sift.train_dataloader is None and sift.optim_wrapper is None and sift.train_cfg is None
@@ -271,7 +271,7 @@ def _run(cfg, train=True):
 
 def test_smoke_train_and_test_binealnet(tmp_path):
     cfg = TASK.build_config("binealnet", M.Matching.DEFAULT_DATA, "smoke", tmp_path, 0,
-                            **TASK.options_with_defaults({"width": 0.25, "num_features": 50}))
+                            **TASK.options_with_defaults({"width": 0.5, "num_features": 50}))
     runner, metrics = _run(cfg)
     for key in (TASK.METRIC["key"], *[k for k in TASK.SECONDARY_KEYS if "i_" not in k]):
         assert key in metrics, key
