@@ -129,7 +129,7 @@ def test_ssim_matches_reference_and_constant_pair():
     c1 = (0.01 * 255) ** 2
     assert sr.ssim_y(img(100), img(140), 0) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), abs=1e-9)
     # a real image against its bicubic round trip, border 4: equal to the scipy reference
-    hr = _hr()
+    hr = _hr()[..., :64, :96]
     up = sr.imresize(sr.imresize(hr, 4, down=True), 4, down=False)
     ref = _ssim_reference(_y((up.clamp(0, 1) * 255).round() / 255)[0, 4:-4, 4:-4].numpy(),
                           _y(hr)[0, 4:-4, 4:-4].numpy())
@@ -162,6 +162,18 @@ def test_network_output_shape_and_parts(tmp_path, backbone, scale):
                                                         else "backbone.body_end", body) in bits
     assert set(cost.parts) == {"backbone", "head"}
     assert cfg.bench.channels == 8  # 32 x the given width 0.25, for every backbone
+
+
+def test_zero_last_conv_gives_nearest_upsampling(tmp_path):
+    """The anchor: with the last conv at zero, the network returns the LR image upsampled by nearest."""
+    from mmengine.registry import MODELS
+    cfg = SR.build_config("fp32", sr.SuperResolution.DEFAULT_DATA, "smoke", tmp_path, 0, scale=3, width=0.25)
+    model = MODELS.build(cfg.model).eval()
+    torch.nn.init.zeros_(model.head[0].weight)
+    torch.nn.init.zeros_(model.head[0].bias)
+    x = torch.rand(1, 3, 5, 7)
+    with torch.no_grad():
+        assert torch.equal(model(x), torch.nn.functional.interpolate(x, scale_factor=3, mode="nearest"))
 
 
 def test_default_widths_and_cost_input(tmp_path):
