@@ -72,7 +72,7 @@ LAYOUTS = {
 # (paper: the 512x1024 Cityscapes crop the paper names). max_train / max_test: first N frames by name.
 SCHEDULES = {
     "smoke": dict(epochs=1, batch_size=2, lr=1e-3, scale_factor=0.25, crop=(64, 64), input_size=(90, 120),
-                  max_train=4, max_test=2, num_workers=0, val_interval=None,
+                  max_train=2, max_test=1, num_workers=0, val_interval=None,
                   label="smoke (seconds; CI check, not an accuracy)"),
     "short": dict(epochs=6, batch_size=8, lr=2e-3, scale_factor=0.5, crop=(128, 160), input_size=(180, 240),
                   max_train=None, max_test=None, num_workers=2, val_interval=None,
