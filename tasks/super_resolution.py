@@ -408,7 +408,7 @@ class SuperResolution(Task):
     BASELINES = BASELINES
     DEFAULT_WIDTH = {"binealnet": 2.0}
     OPTIONS = {
-        "scale": option(int, 4, [2, 3, 4], "upscaling factor (LR = HR downscaled by it)"),
+        "scale": option(int, 4, ["2", "3", "4"], "upscaling factor (LR = HR downscaled by it)"),
         "width": option(float, help=f"channel multiplier of the slim EDSR ({BASE_CHANNELS} channels at 1.0; "
                                     "default 2.0 for binealnet, 1.0 for int8/fp32)"),
         "test_set": option(str, help="folder under --data to test on (default: test/, val/, Set5/, ... first found)"),
