@@ -83,7 +83,6 @@ BASE_CHANNELS = 8
 # (channel multiple of c, dilation) of the body's blocks
 BODY = ((1, 1), (2, 2), (2, 2), (4, 4), (4, 4))
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PRECISION = {"binealnet": ("binary", "int8"), "int8": ("int8", "int8"), "fp32": ("fp32", "fp32")}
 
 # input_size: training crop (px, square). cost_size: (H, W) of the cost / speed input.
 # samples_per_epoch: crops per epoch (iterations = epochs x samples / batch). eval_max_side:
@@ -556,7 +555,7 @@ def _register():
     from mmengine.model import BaseModel
     from mmengine.registry import DATASETS, FUNCTIONS, METRICS, MODELS
 
-    import backbones.openmmlab  # noqa: F401  (QuantScalesAfterInit, checkpoint loading)
+    import backbones.openmmlab  # noqa: F401  (registers QuantScalesAfterInit; checkpoint loading)
 
     if "R2D2Model" in MODELS.module_dict:
         return
@@ -657,9 +656,15 @@ def _register():
 
 
 # ---------------------------------------------------------------- the task
+#: default training images: the real photos in ../shared/data when present (COCO-mini and T91),
+#: else the embedded COCO sample (a fresh clone offline); the record lists the folders and a hash
+SHARED_TRAIN = [REPO.parent / "shared" / "data" / "coco-mini" / "images", REPO.parent / "shared" / "data" / "sr" / "T91"]
+SAMPLE_TRAIN = [REPO / "data" / "coco-sample" / "images"]
+
+
 def _train_dirs(train_images) -> list[Path]:
     if not train_images:
-        return [REPO / "data" / "coco-sample" / "images"]
+        return SHARED_TRAIN if all(d.is_dir() for d in SHARED_TRAIN) else SAMPLE_TRAIN
     return [Path(p).expanduser() for p in str(train_images).split(",") if p]
 
 
@@ -679,8 +684,9 @@ class Matching(Task):
     OPTIONS = {
         "width": option(float, help="network width multiplier (default: 2.0 for binealnet, 1.0 for int8/fp32)"),
         "num_features": option(int, help="keypoints per image (default: the schedule's)"),
-        "train_images": option(str, help="comma-separated folders of real training images "
-                                         "(default: the embedded data/coco-sample/images)"),
+        "train_images": option(str, help="comma-separated folders of real training images (default: "
+                                         "../shared/data/coco-mini/images + ../shared/data/sr/T91 when present, "
+                                         "else the embedded data/coco-sample/images)"),
     }
 
     def validate_data(self, root):
