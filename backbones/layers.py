@@ -78,7 +78,7 @@ class QConv2d(nn.Conv2d):
             y = self._conv(aq(x), wq(self.weight))
         else:
             a = aq.unit(x)  # exactly +-1
-            if hasattr(wq, "unit"):
+            if hasattr(wq, "unit") and wq.bits == 1:
                 w, scale = wq.unit(self.weight), wq.scale.view(-1) * aq.scale
             else:  # float or INT8 weights with binary activations: gamma is the only scale
                 w, scale = wq(self.weight), aq.scale

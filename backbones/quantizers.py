@@ -183,7 +183,6 @@ class BinaryWeightQuantizer(Quantizer):
     """Wb = Sign(Tanh(alpha * W)) * beta. alpha is 1-D (out), 2-D (out, in) or 4-D (every element);
     beta is per output channel, set to mean|W| (the XNOR scale) by ``reset_scale``. Both are learned."""
 
-    bits = 1
     pad_unit = 0.0  # weights are never padded
 
     def __init__(self, weight_shape: tuple[int, ...], alpha_dims: int = 1, estimator: str = "ste"):
@@ -196,6 +195,25 @@ class BinaryWeightQuantizer(Quantizer):
         self.alpha = nn.Parameter(torch.ones(shape))
         self.beta = nn.Parameter(torch.ones((out,) + (1,) * (len(weight_shape) - 1)))
         self.estimator = estimator
+        # off = the latent float weights pass through (stage 1 of two-stage training); saved, so a
+        # resumed run is in its stage; a python copy avoids a device sync at every forward
+        self.register_buffer("active", torch.ones((), dtype=torch.bool), persistent=True)
+        self._active = True
+
+    @property
+    def bits(self):
+        return 1 if self._active else 32
+
+    def set_active(self, on: bool):
+        self.active.fill_(on)
+        self._active = bool(on)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        state_dict.setdefault(prefix + "active", torch.ones((), dtype=torch.bool))  # older checkpoints
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self._active = bool(self.active)
 
     @torch.no_grad()
     def reset_scale(self, w):
@@ -211,7 +229,7 @@ class BinaryWeightQuantizer(Quantizer):
         return self.beta
 
     def forward(self, w):
-        return self.unit(w) * self.scale
+        return self.unit(w) * self.scale if self._active else w
 
 
 class BinaryActivationQuantizer(Quantizer):

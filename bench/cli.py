@@ -41,6 +41,13 @@ def _add_run_args(p, task, with_backbone=True):
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="multi-GPU: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
+    defaults = ", ".join(f"{b}={r}" for b, r in task.DEFAULT_RECIPES.items()) if task else ""
+    p.add_argument("--recipe", default=None,
+                   help="how the backbone is trained (tasks/recipes.py; see `bench list`); with compare/ablate "
+                        "also per backbone: binealnet=adamw-kd,int8=ptq. Default: the task's "
+                        + (f"({defaults})" if defaults else "own optimizer"))
+    p.add_argument("--teacher", default=None, help="a trained fp32 checkpoint of this task: distilled from "
+                                                     "(adamw-kd, reactnet) or turned into INT8 (qat, ptq)")
     _add_task_option_flags(p, task)
 
 
@@ -105,9 +112,24 @@ def _parse_opts(task_name, args):
     return out
 
 
+def _recipes(spec, backbone_names):
+    """--recipe NAME (every backbone) or binealnet=NAME,int8=NAME (per backbone; others: default)."""
+    if not spec:
+        return {}
+    if "=" not in spec:
+        return {b: spec for b in backbone_names}
+    out = {}
+    for part in spec.split(","):
+        b, _, r = part.partition("=")
+        if b.strip() not in backbone_names:
+            raise BenchError(f"--recipe {spec!r}: {b.strip()!r} is not one of the backbones run ({backbone_names})")
+        out[b.strip()] = r.strip()
+    return out
+
+
 def _run_kwargs(a):
     kw = dict(data=a.data, schedule=a.schedule, epochs=a.epochs, device=a.device, resume=a.resume, seed=a.seed,
-              launcher=a.launcher, **_parse_opts(a.task, a))
+              launcher=a.launcher, teacher=a.teacher, **_parse_opts(a.task, a))
     if a.results_dir:
         kw["results_dir"] = Path(a.results_dir)
     return kw
@@ -125,15 +147,30 @@ def _print_record(rec, path):
 
 def cmd_run(a):
     from .runner import run
-    _print_record(*run(a.task, a.backbone, variant=a.variant, work_dir=a.work_dir, **_run_kwargs(a)))
+    _print_record(*run(a.task, a.backbone, variant=a.variant, work_dir=a.work_dir,
+                       recipe=_recipes(a.recipe, [a.backbone]).get(a.backbone), **_run_kwargs(a)))
 
 
 def cmd_compare(a):
     from .results import RESULTS_DIR, report
-    from .runner import run
+    from .runner import resolve_recipe, run
     kw = _run_kwargs(a)
-    for b in a.backbones.split(","):
-        _print_record(*run(a.task, b.strip(), **kw))
+    names = [b.strip() for b in a.backbones.split(",")]
+    recipes = _recipes(a.recipe, names)
+    task = tasks.get(a.task)
+    needs_teacher = [b for b in names if b != "fp32" and (r := resolve_recipe(task, b, recipes.get(b), "given"))
+                     and (r.distill or r.from_teacher)]
+    if needs_teacher and not kw["teacher"]:
+        # the teacher is this comparison's own fp32 run: train it first and hand its checkpoint on
+        if "fp32" not in names:
+            raise BenchError(f"{', '.join(needs_teacher)}: their recipes need the fp32 model; add fp32 to "
+                             "--backbones or give --teacher")
+        names = ["fp32"] + [b for b in names if b != "fp32"]
+    for b in names:
+        rec, path = run(a.task, b, recipe=recipes.get(b), **kw)
+        _print_record(rec, path)
+        if b == "fp32" and needs_teacher and not a.teacher:
+            kw["teacher"] = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
     for p in report(kw.get("results_dir", RESULTS_DIR)):
         print("wrote", p)
 
@@ -145,7 +182,7 @@ def cmd_ablate(a):
     from .reference import SEED_CIFAR10_TOP1
     rows = []
     for v in (a.variants.split(",") if a.variants else backbones.VARIANTS):
-        rec, path = run(a.task, "binealnet", variant=v, **kw)
+        rec, path = run(a.task, "binealnet", variant=v, recipe=a.recipe, **kw)
         _print_record(rec, path)
         rows.append((v, rec["metric"]["value"], SEED_CIFAR10_TOP1[v]))
     print(f"\n{'variant':32s} {'measured':>9s} {'seed (400 ep)':>14s}")
@@ -196,8 +233,14 @@ def cmd_list(a):
             print(f"    schedule {s:8s} {spec.get('label', '')}")
         for k, spec in task.OPTIONS.items():
             print(f"    --{k.replace('_', '-'):15s} {spec.get('help', '')}")
-        if getattr(task, "BASELINES", ()):
+        if task.BASELINES:
             print(f"    reference rows (--backbone): {', '.join(task.BASELINES)}")
+        if task.DEFAULT_RECIPES:
+            print(f"    default recipes: {', '.join(f'{b}={r}' for b, r in task.DEFAULT_RECIPES.items())}")
+    from tasks.recipes import RECIPES
+    print("recipes (--recipe; tasks/recipes.py):")
+    for r in RECIPES.values():
+        print(f"  {r.name:12s} {r.description}")
     print("backbones:")
     for b, kw in backbones.PRESETS.items():
         print(f"  {b:16s} {kw}")

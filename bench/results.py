@@ -101,7 +101,8 @@ def _settings(r) -> str:
         import backbones
         width = backbones.PRESETS.get(r["backbone"], {}).get("width")
     parts = [f"{k}={b[k]}" for k in ("model", "head_precision") if k in b]
-    return ", ".join(parts + [f"width={width}"])
+    recipe = r.get("recipe", {}).get("name")
+    return ", ".join(parts + [f"width={width}"] + ([f"recipe={recipe}"] if recipe else []))
 
 
 def _backbone_ops(r):

@@ -16,7 +16,7 @@ from tasks import common
 
 from .errors import BenchError
 from .reference import SEED_CIFAR10_TOP1
-from .results import RESULTS_DIR, check_writable, write_record
+from .results import RESULTS_DIR, atomic_write, check_writable, write_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -189,30 +189,84 @@ def measure_speed(task, schedule, model, device, seconds=1.5) -> dict:
             "device": device_name(device), "threads": torch.get_num_threads()}
 
 
+def _run_meta(ckpt: Path, what: str) -> dict:
+    """The bench_run.json beside a checkpoint of ours (task, backbone, options), or one clear error."""
+    if not ckpt.is_file():
+        raise BenchError(f"{what} {ckpt}: checkpoint not found (expected a .pth written by `bench run`)")
+    meta = ckpt.parent / "bench_run.json"
+    try:
+        return json.loads(meta.read_text())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"{meta}: missing or unreadable ({e}); {what} needs the bench_run.json that `bench run` "
+                         "writes beside its checkpoints") from None
+
+
+def resolve_recipe(task, backbone, recipe_name, teacher):
+    """The recipe a run uses (the user's, else the task's default for this backbone, else None:
+    the task's own optimizer), checked against the backbone and the teacher."""
+    from tasks import recipes
+    name = recipe_name or task.DEFAULT_RECIPES.get(backbone)
+    if name is None or backbone in getattr(task, "BASELINES", ()):
+        if recipe_name:
+            raise BenchError(f"{backbone} is a reference row with nothing to train; it takes no --recipe")
+        return None
+    recipe = recipes.get(name)
+    recipes.check(recipe, backbone, teacher)
+    return recipe
+
+
+def _teacher(task, teacher, schedule, data_root, device):
+    """Check a teacher checkpoint (same task, an fp32 run) and return (its model config, its record args)."""
+    ckpt = Path(teacher)
+    meta = _run_meta(ckpt, "--teacher")
+    if meta.get("task") != task.NAME:
+        raise BenchError(f"--teacher {ckpt} is a {meta.get('task')} run, not {task.NAME}")
+    if meta.get("backbone") != "fp32" or meta.get("variant"):
+        raise BenchError(f"--teacher {ckpt} is a {meta.get('backbone')} run; the teacher is the task's fp32 model")
+    cfg = task.build_config("fp32", data_root, schedule, ckpt.parent, meta.get("seed", 0), device=device,
+                            **task.options_with_defaults(meta.get("task_options", {})))
+    return cfg.model, meta
+
+
 def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=None, device="cpu", work_dir=None,
-        resume=False, seed=0, launcher="none", results_dir=RESULTS_DIR, **task_opts) -> tuple[dict, Path]:
+        resume=False, seed=0, launcher="none", results_dir=RESULTS_DIR, recipe=None, teacher=None,
+        **task_opts) -> tuple[dict, Path]:
     """Train + test one (task, backbone, variant) and write its record; returns (record, path)."""
     task = check_args(task_name, backbone, variant, schedule, epochs, device)
     task_opts = {k: v for k, v in task_opts.items() if v is not None}  # as given: names the run
     resolved = task.options_with_defaults(task_opts)
     baseline = backbone in getattr(task, "BASELINES", ())
+    the_recipe = resolve_recipe(task, backbone, recipe, teacher)
     import backbones.openmmlab  # noqa: F401  (mmcv ops stand-in, checkpoint loading fix, registration)
     from mmengine.dist import get_rank
     from mmengine.runner import Runner
 
     data_root = Path(data) if data else task.DEFAULT_DATA
     task.validate_data(data_root)
-    name = run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts)
+    name = run_name(backbone, variant, schedule, epochs, data_root, seed,
+                    dict(task_opts, **({"recipe": recipe} if recipe else {})))
     work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
     if resume and not (work_dir / "last_checkpoint").is_file():
         raise BenchError(f"--resume: no checkpoint to resume from in {work_dir} (run without --resume first)")
     cfg = task.build_config(backbone, data_root, schedule, work_dir, seed, epochs=epochs, device=device,
                             variant=variant, **resolved)  # writes nothing: bad options fail here
+    teacher_meta = None
+    if the_recipe is not None:
+        from tasks import recipes
+        if the_recipe.distill:
+            teacher_model, teacher_meta = _teacher(task, teacher, schedule, data_root, device)
+            task.add_teacher(cfg, teacher_model, str(Path(teacher).resolve()))
+        elif the_recipe.from_teacher:
+            teacher_meta = _teacher(task, teacher, schedule, data_root, device)[1]
+            _check_loadable(cfg, Path(teacher))
+        recipes.apply(cfg, the_recipe, device, teacher)
+        baseline = baseline or not the_recipe.train
     check_writable(Path(results_dir) / task_name)
     cfg = _prepare_cfg(cfg, resume, launcher)
     work_dir.mkdir(parents=True, exist_ok=True)
     args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
-                epochs=epochs, seed=seed, task_options=task_opts)
+                epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else None,
+                teacher=str(teacher) if teacher else None)
     (work_dir / "bench_run.json").write_text(json.dumps(args, indent=1))
 
     args["commit"] = COMMIT
@@ -227,7 +281,27 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         return {}, None
     model = _unwrap(runner.model)
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if baseline else runner.max_epochs)
+    # the run's own time beside its checkpoints: a student's record adds its teacher's
+    atomic_write(work_dir / "bench_run.json", json.dumps(dict(args, wall_s=wall), indent=1))
+    if teacher_meta is not None:
+        record["teacher"] = {"checkpoint": str(teacher), "run": teacher_meta, "wall_s": teacher_meta.get("wall_s")}
     return record, write_record(record, results_dir)
+
+
+def _check_loadable(cfg, ckpt: Path):
+    """INT8 from FP32: every tensor of the FP32 checkpoint must fit the INT8 model (same names and
+    shapes; the INT8 model adds only its quantizers' state)."""
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope(cfg.get("default_scope", "mmengine"))
+    own = MODELS.build(cfg.model).state_dict()
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape) if k in own else 'absent'}"
+           for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if bad or not state:
+        raise BenchError(f"--teacher {ckpt}: does not fit this model ({len(bad)} tensors differ, e.g. "
+                         f"{'; '.join(bad[:3]) or 'no state_dict'}); the teacher must be this task's fp32 run at "
+                         "the same width and options")
 
 
 def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> dict:
@@ -250,10 +324,16 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "task_options": {k: v for k, v in args["task_options"].items() if v is not None},
         "task_options_resolved": task.options_with_defaults(args["task_options"]),
         "seed_reported": SEED_CIFAR10_TOP1.get(variant) if variant and task.NAME == "classification" else None,
+        "recipe": cfg.get("bench", {}).get("recipe") or {"name": "task-default", "optimizer": _optimizer(cfg)},
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
         "commit": args.get("commit") or COMMIT, "versions": _versions(), "device": device_name(device), "wall_s": wall,
         "command": _command(args, device),
     }
+
+
+def _optimizer(cfg):
+    ow = cfg.get("optim_wrapper") or {}
+    return json.loads(json.dumps(ow.get("optimizer"), default=str))
 
 
 def _jsonable(v):
@@ -270,7 +350,8 @@ def _jsonable(v):
 
 def _command(args, device) -> str:
     """The `bench run` line that reproduces a run (eval records add evaluated_checkpoint)."""
-    flags = {k: args[k] for k in ("task", "backbone", "variant", "data", "schedule", "epochs", "seed")}
+    flags = {k: args.get(k) for k in ("task", "backbone", "variant", "data", "schedule", "epochs", "seed", "recipe",
+                                      "teacher")}
     flags.update(device=device, **args["task_options"])
     return "bench run " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in flags.items() if v is not None)
 

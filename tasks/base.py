@@ -45,6 +45,11 @@ class Task:
     OPTIONS: dict = {}
     #: the widths this task gives the presets (others keep the preset's own width)
     DEFAULT_WIDTH: dict = {}
+    #: backbone -> recipe name (tasks/recipes.py) used when --recipe is not given; a backbone not
+    #: listed trains with the optimizer the task's build_config sets (recorded as "task-default")
+    DEFAULT_RECIPES: dict = {}
+    #: names of reference rows that are not trained (e.g. "bicubic", "sift"): --backbone accepts them
+    BASELINES: tuple = ()
     #: one line for `bench list`
     DESCRIPTION: str = ""
 
@@ -81,6 +86,11 @@ class Task:
     def postprocess_included(self) -> bool:
         """Whether ``forward_for_cost`` includes post-processing (NMS, matching); recorded beside speeds."""
         return False
+
+    def add_teacher(self, cfg, teacher_model: dict, checkpoint: str) -> None:
+        """Distillation: make ``cfg.model`` learn from ``teacher_model`` (a config) loaded from
+        ``checkpoint``. Tasks that support a distilling recipe override this."""
+        raise BenchError(f"task {self.NAME} has no distillation loss yet; choose a recipe without distillation")
 
     # ---------------------------------------------------------------- tables
     def format_metric(self, key: str, value) -> str:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import backbones
 
 from . import common
-from .base import DataError, Task, option, register
+from .base import BenchError, DataError, Task, option, register
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 HEAD_PRECISION = "fp32"  # the linear head stays float for every backbone (recorded)
@@ -213,17 +213,36 @@ def _register():
     class BenchClassifier(BaseModel):
         """Backbone (last stage) + global average pool + linear head."""
 
-        def __init__(self, backbone: dict, num_classes: int, data_preprocessor=None, compile=False):
+        def __init__(self, backbone: dict, num_classes: int, data_preprocessor=None, compile=False, teacher=None):
             super().__init__(data_preprocessor=data_preprocessor)
             self.backbone = backbones.BiNealNet(**backbone)
             self.head = nn.Linear(self.backbone.out_channels[-1], num_classes)
             self._logits = torch.compile(self._logits_eager) if compile else self._logits_eager
+            # kept outside the module tree: not trained, not saved, not counted in the cost
+            self.__dict__["_teacher"] = self._load_teacher(teacher) if teacher else None
+
+        @staticmethod
+        def _load_teacher(teacher):
+            from mmengine.registry import MODELS
+            from mmengine.runner import load_checkpoint
+            t = MODELS.build(teacher["model"])
+            try:
+                load_checkpoint(t, teacher["checkpoint"], map_location="cpu", strict=True, logger="silent")
+            except RuntimeError as e:
+                raise BenchError(f"--teacher {teacher['checkpoint']}: does not fit the teacher model ({e})") from None
+            return t.eval().requires_grad_(False)
 
         def _logits_eager(self, x):
             return self.head(F.adaptive_avg_pool2d(self.backbone(x)[-1], 1).flatten(1))
 
         def forward(self, inputs, data_samples=None, mode="tensor"):
             logits = self._logits(inputs)
+            if mode == "loss" and self._teacher is not None:
+                # ReActNet's distribution loss: cross-entropy to the float teacher's softmax
+                t = self._teacher.to(inputs.device).eval()
+                with torch.no_grad():
+                    target = F.softmax(t._logits_eager(inputs).float(), dim=1)
+                return {"loss": -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()}
             if mode == "loss":
                 return {"loss": F.cross_entropy(logits.float(), data_samples)}
             if mode == "predict":
@@ -318,6 +337,9 @@ class Classification(Task):
             bench=dict(schedule=schedule, schedule_label=s["label"], head_precision=HEAD_PRECISION, backbone=bb,
                        width=bb["width"], input_size=s["input_size"]),
         ))
+
+    def add_teacher(self, cfg, teacher_model, checkpoint):
+        cfg.model["teacher"] = dict(model=teacher_model, checkpoint=checkpoint)
 
     def forward_for_cost(self, model, x):
         return model._logits_eager(x)

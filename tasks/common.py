@@ -11,11 +11,6 @@ import backbones
 
 from .base import BenchError
 
-#: parameters of the quantizers (alpha, beta, b0, b1, slope, gamma, LSQ scales) live under these
-#: module names; they are never weight-decayed, and the seed's lr-multiplier variant scales their lr
-QUANTIZER_PARAM_KEY = "_quantizer."
-
-
 def check_width(width):
     if width is not None and not (isinstance(width, (int, float)) and math.isfinite(width) and 0 < width <= 16):
         raise BenchError(f"--width must be a number in (0, 16]; got {width!r}")
@@ -41,17 +36,11 @@ def backbone_channels(kwargs: dict) -> list[int]:
 
 
 def optim_wrapper(device: str, optimizer: dict, aux_lr_mult: float = 1.0, clip_grad: dict | None = None) -> dict:
-    """mmengine optim_wrapper: bf16 AMP on CUDA; no weight decay on quantizer parameters, norms and
-    biases; the quantizers' parameters at ``lr * aux_lr_mult`` (the seed's variant)."""
-    w = dict(type="AmpOptimWrapper", dtype="bfloat16") if device == "cuda" else dict(type="OptimWrapper")
-    optimizer = dict(optimizer)
-    optimizer.setdefault("weight_decay", 0.0)  # mmengine needs a base decay to apply decay_mult to
-    w.update(optimizer=optimizer, paramwise_cfg=dict(
-        custom_keys={QUANTIZER_PARAM_KEY: dict(lr_mult=aux_lr_mult, decay_mult=0.0)},
-        norm_decay_mult=0.0, bias_decay_mult=0.0))
-    if clip_grad:
-        w["clip_grad"] = clip_grad
-    return w
+    """A task's own optimizer (used when no recipe is named): bf16 AMP on CUDA; parameter groups by
+    kind (see ``tasks.recipes``): no decay on quantizer parameters, norms and biases; the latent
+    weights of binary convs decayed like every other weight; quantizer parameters at ``lr * aux_lr_mult``."""
+    from . import recipes
+    return recipes.optim_wrapper(device, optimizer, aux_lr_mult, optimizer.get("weight_decay", 0.0), clip_grad)
 
 
 def default_hooks(log_interval: int = 20) -> dict:

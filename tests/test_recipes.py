@@ -1,0 +1,158 @@
+"""Recipes: parameter groups, lr scaling, two stages, INT8 from FP32 (PTQ), distillation, bad input."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import backbones
+import tasks
+from backbones.quantizers import BinaryWeightQuantizer, Int8Quantizer
+from bench import results
+from bench.cli import main
+from tasks import recipes
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+TINY = ["--width", "0.25"]
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    src = SHARED_CIFAR if SHARED_CIFAR.is_dir() else REPO / "data" / "cifar10-sample"
+    dst = tmp_path_factory.mktemp("cifar-tiny")
+    for split, n in (("train", 8), ("test", 4)):
+        for c in sorted((src / split).iterdir()):
+            (dst / split / c.name).mkdir(parents=True)
+            for f in sorted(c.iterdir())[:n]:
+                shutil.copy(f, dst / split / c.name / f.name)
+    return dst
+
+
+def test_groups_by_parameter_kind():
+    from mmengine.optim import build_optim_wrapper
+    m = nn.Sequential(backbones.build("binealnet", width=0.25, stem="cifar"))
+    r = recipes.get("reactnet")
+    opt = build_optim_wrapper(m, recipes.optim_wrapper("cpu", dict(type="Adam", lr=1e-3, weight_decay=0.5), 1.0,
+                                                        binary_latent_decay=r.binary_latent_decay)).optimizer
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    stem_w = m[0].stem[0].weight
+    latent = m[0].stages[1][0].conv1.weight
+    beta = m[0].stages[1][0].conv1.weight_quantizer.beta
+    bn = m[0].stages[1][0].bn1.weight
+    assert isinstance(m[0].stages[1][0].conv1.weight_quantizer, BinaryWeightQuantizer)
+    assert (decay[id(stem_w)], decay[id(latent)], decay[id(beta)], decay[id(bn)]) == (0.5, 1e-5, 0.0, 0.0)
+
+
+def test_lr_scales_with_batch_and_schedule_is_kept(tmp_path):
+    cls = tasks.get("classification")
+    cfg = cls.build_config("int8", cls.DEFAULT_DATA, "short", tmp_path, 0)  # batch 64, 4 epochs
+    recipes.apply(cfg, recipes.get("adamw"), "cpu")
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(2e-3 * 64 / 256)
+    assert cfg.optim_wrapper.optimizer.type == "AdamW" and cfg.train_cfg.max_epochs == 4
+    assert [s["type"] for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
+    assert cfg.param_scheduler[1]["begin"] == 1 and cfg.bench.recipe["name"] == "adamw"
+
+
+def test_two_stage_switches_binary_weights_and_resets_beta():
+    recipes._register()
+    from mmengine.registry import HOOKS
+    hook = HOOKS.build(dict(type="TwoStageBinaryHook", switch_epoch=2))
+    model = backbones.build("binealnet", width=0.25, stem="cifar")
+    runner = type("R", (), {"model": model, "epoch": 0})()
+    hook.before_train_epoch(runner)
+    wqs = [m.weight_quantizer for m in model.modules() if isinstance(getattr(m, "weight_quantizer", None),
+                                                                      BinaryWeightQuantizer)]
+    conv = model.stages[1][0].conv1
+    x = torch.randn(2, conv.in_channels, 6, 6)
+    assert all(q.bits == 32 for q in wqs)  # stage 1: float weights, binary activations
+    a = conv.act_quantizer(x)
+    padded = nn.functional.pad(a, (1,) * 4, value=-conv.act_quantizer.gamma.item())  # -1 units, times gamma
+    torch.testing.assert_close(conv(x), nn.functional.conv2d(padded, conv.weight, None, conv.stride))
+    with torch.no_grad():
+        conv.weight.mul_(3)  # stage 1 trained the latent weights
+    runner.epoch = 2
+    hook.before_train_epoch(runner)
+    assert all(q.bits == 1 for q in wqs)
+    torch.testing.assert_close(conv.weight_quantizer.beta.flatten(), conv.weight.abs().mean(dim=(1, 2, 3)))
+    # the stage is saved with the model (a resumed run is in its stage)
+    state = model.state_dict()
+    fresh = backbones.build("binealnet", width=0.25, stem="cifar")
+    for q in fresh.modules():
+        if isinstance(q, BinaryWeightQuantizer):
+            q.set_active(False)
+    fresh.load_state_dict(state)
+    assert all(q.bits == 1 for q in fresh.modules() if isinstance(q, BinaryWeightQuantizer))
+
+
+def test_ptq_calibration_tracks_the_float_model():
+    """INT8 from FP32: same weights, activation scales observed on a few batches: the INT8 network's
+    features stay close to the float network's (and far closer than uncalibrated scales)."""
+    torch.manual_seed(0)
+    fp = backbones.build("fp32", width=0.25, stem="cifar", out_indices=(3,))
+    fp.train()(torch.randn(16, 3, 32, 32))  # BN statistics that are not the identity
+    q = backbones.build("int8", width=0.25, stem="cifar", out_indices=(3,))
+    missing = q.load_state_dict(fp.state_dict(), strict=False)
+    assert not missing.unexpected_keys and all("quantizer" in k for k in missing.missing_keys)
+
+    class Wrap(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, mode="tensor"):
+            return self.m(x)
+    n, seen = recipes.calibrate_int8(Wrap(q), ({"inputs": torch.randn(8, 3, 32, 32)} for _ in range(10)), 4)
+    assert n == sum(isinstance(m, Int8Quantizer) for m in q.modules()) and seen == 4
+    x = torch.randn(4, 3, 32, 32)
+    fp.eval()
+    with torch.no_grad():
+        ref, got = fp(x)[0], q(x)[0]
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert rel < 0.1, rel
+    assert all(bool(m.observed) for m in q.modules() if isinstance(m, Int8Quantizer) and not m.per_channel)
+
+
+def test_compare_trains_the_teacher_first_and_records_recipes(tmp_path, cifar_root, capsys):
+    res = tmp_path / "res"
+    assert main(["compare", "--task", "classification", "--data", str(cifar_root), "--results-dir", str(res),
+                 "--backbones", "binealnet,int8,fp32", "--recipe", "binealnet=adamw-kd,int8=ptq", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert out.index("classification fp32") < out.index("classification binealnet")  # teacher first
+    recs = {r["backbone"]: r for r in results.load_records(res, "classification")}
+    assert recs["binealnet"]["recipe"]["name"] == "adamw-kd" and recs["binealnet"]["recipe"]["distill"]
+    assert recs["binealnet"]["teacher"]["run"]["backbone"] == "fp32" and recs["binealnet"]["teacher"]["wall_s"] > 0
+    assert recs["int8"]["recipe"]["name"] == "ptq" and recs["int8"]["epochs"] == 0
+    assert recs["fp32"]["recipe"]["name"] == "task-default"
+    assert "recipe=adamw-kd" in (res / "classification.md").read_text()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--recipe", "nope"], "unknown recipe 'nope'"),
+    (["--backbone", "binealnet", "--recipe", "ptq", "--teacher", "x.pth"], "use it with --backbone int8"),
+    (["--backbone", "int8", "--recipe", "qat"], "needs --teacher CKPT"),
+    (["--backbone", "fp32", "--recipe", "two-stage"], "use it with a binary backbone"),
+    (["--backbone", "binealnet", "--recipe", "adamw-kd", "--teacher", "missing.pth"], "checkpoint not found"),
+])
+def test_bad_recipe_input_one_clear_line(tmp_path, capsys, args, msg):
+    res = tmp_path / "res"
+    assert main(["run", "--task", "classification", "--results-dir", str(res), *args]) == 2
+    assert msg in capsys.readouterr().err and not res.exists()
+
+
+def test_teacher_of_another_task_or_width_is_refused(tmp_path, capsys):
+    ckpt = tmp_path / "t" / "epoch_1.pth"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": {}}, ckpt)
+    meta = dict(task="detection", backbone="fp32", variant=None, task_options={}, seed=0)
+    (ckpt.parent / "bench_run.json").write_text(json.dumps(meta))
+    argv = ["run", "--task", "classification", "--backbone", "binealnet", "--recipe", "adamw-kd", "--teacher",
+            str(ckpt), "--results-dir", str(tmp_path / "res")]
+    assert main(argv) == 2 and "is a detection run, not classification" in capsys.readouterr().err
+    meta.update(task="classification", task_options={"width": 0.5})
+    (ckpt.parent / "bench_run.json").write_text(json.dumps(meta))
+    assert main(["run", "--task", "classification", "--backbone", "int8", "--recipe", "qat", "--teacher", str(ckpt),
+                 "--results-dir", str(tmp_path / "res"), *TINY]) == 2
+    assert "does not fit this model" in capsys.readouterr().err
