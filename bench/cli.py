@@ -153,24 +153,29 @@ def cmd_run(a):
 
 def cmd_compare(a):
     from .results import RESULTS_DIR, report
-    from .runner import resolve_recipe, run
+    from tasks.recipes import get as get_recipe
+
+    from .runner import run
     kw = _run_kwargs(a)
     names = [b.strip() for b in a.backbones.split(",")]
     recipes = _recipes(a.recipe, names)
     task = tasks.get(a.task)
-    needs_teacher = [b for b in names if b != "fp32" and (r := resolve_recipe(task, b, recipes.get(b), "given"))
-                     and (r.distill or r.from_teacher)]
+    def uses_teacher(b):
+        r = recipes.get(b) or task.DEFAULT_RECIPES.get(b)
+        return bool(r) and b not in task.BASELINES and (get_recipe(r).distill or get_recipe(r).from_teacher)
+    needs_teacher = [b for b in names if b != "fp32" and uses_teacher(b)]
     if needs_teacher and not kw["teacher"]:
         # the teacher is this comparison's own fp32 run: train it first and hand its checkpoint on
         if "fp32" not in names:
             raise BenchError(f"{', '.join(needs_teacher)}: their recipes need the fp32 model; add fp32 to "
                              "--backbones or give --teacher")
         names = ["fp32"] + [b for b in names if b != "fp32"]
+    teacher = kw.pop("teacher")
     for b in names:
-        rec, path = run(a.task, b, recipe=recipes.get(b), **kw)
+        rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)
         _print_record(rec, path)
-        if b == "fp32" and needs_teacher and not a.teacher:
-            kw["teacher"] = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
+        if b == "fp32" and needs_teacher and not teacher:
+            teacher = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
     for p in report(kw.get("results_dir", RESULTS_DIR)):
         print("wrote", p)
 

@@ -35,6 +35,9 @@ SCHEDULES = {
                   sgdr_periods=None, label="smoke (seconds; CI check, not an accuracy)"),
     "short": dict(epochs=4, batch_size=64, lr=0.1, per_class_train=300, per_class_test=100, input_size=32,
                   sgdr_periods=None, label="short (3,000 train / 1,000 test images, 4 epochs, cosine; fits 2 CPU cores)"),
+    "sweep": dict(epochs=4, batch_size=64, lr=0.1, per_class_train=100, per_class_test=100, input_size=32,
+                  sgdr_periods=None, label="sweep (1,000 train / 1,000 test images, 4 epochs, batch 64: the CPU "
+                  "recipe sweep; a tiny budget, a first signal only)"),
     "gpu": dict(epochs=12, batch_size=256, lr=0.2, per_class_train=None, per_class_test=None, input_size=32,
                 sgdr_periods=None, label="gpu (full 50k train / 10k test, 12 epochs, cosine, batch 256, bf16 AMP; "
                 "short next to the seed's 400)"),

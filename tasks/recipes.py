@@ -87,6 +87,9 @@ def check(recipe: Recipe, backbone: str, teacher) -> None:
     if (recipe.distill or recipe.from_teacher) and not teacher:
         raise BenchError(f"recipe {recipe.name} needs --teacher CKPT (a trained fp32 run of this task; "
                          "`bench compare` trains it first and passes it on)")
+    if teacher and not (recipe.distill or recipe.from_teacher):
+        raise BenchError(f"recipe {recipe.name} does not use a teacher; drop --teacher or choose a recipe that "
+                         "distils (adamw-kd, reactnet) or starts from it (qat, ptq)")
     if recipe.from_teacher and precision != "int8":
         raise BenchError(f"recipe {recipe.name} turns the FP32 model into INT8; use it with --backbone int8")
     if recipe.two_stage and precision != "binary":
