@@ -46,6 +46,30 @@ def load_from_local(filename, map_location=None):
 CheckpointLoader.register_scheme(prefixes="", loader=load_from_local, force=True)
 
 
+def _atomic_put(self, obj: bytes, filepath) -> None:
+    """mmengine's local ``put`` (checkpoints, dumps), atomic: a temporary file in the same folder,
+    fsync, rename. A full disk or a kill mid-save leaves the previous file, never a truncated one."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(filepath)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(obj)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+from mmengine.fileio.backends.local_backend import LocalBackend  # noqa: E402
+
+LocalBackend.put = _atomic_put
+
+
 def _registries():
     """MODELS of mmengine and of whichever of mmdet / mmseg is installed (a task needs only one)."""
     out = {"mmengine": ENGINE_MODELS}

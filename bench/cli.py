@@ -316,7 +316,14 @@ def build_parser(task_name=None):
     return p
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # the same clean stop as Ctrl-C: a message, and --resume continues
+
+
 def main(argv=None):
+    import signal
+    if argv is None:  # the command line, not a test calling main()
+        signal.signal(signal.SIGTERM, _sigterm)
     argv = list(sys.argv[1:] if argv is None else argv)
     task_name = _task_in(argv)
     parser = build_parser(task_name)
@@ -336,7 +343,8 @@ def main(argv=None):
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print("bench: interrupted (Ctrl-C or SIGTERM); rerun with --resume to continue from the last checkpoint",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -246,8 +246,8 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     name = run_name(backbone, variant, schedule, epochs, data_root, seed,
                     dict(task_opts, **({"recipe": recipe} if recipe else {})))
     work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
-    if resume and not (work_dir / "last_checkpoint").is_file():
-        raise BenchError(f"--resume: no checkpoint to resume from in {work_dir} (run without --resume first)")
+    if resume:
+        _verified_last_checkpoint(work_dir)
     cfg = task.build_config(backbone, data_root, schedule, work_dir, seed, epochs=epochs, device=device,
                             variant=variant, **resolved)  # writes nothing: bad options fail here
     teacher_meta = None
@@ -264,6 +264,8 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     check_writable(Path(results_dir) / task_name)
     cfg = _prepare_cfg(cfg, resume, launcher)
     work_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(work_dir)
+    lock = _lock(work_dir)  # noqa: F841  (held until this process ends)
     args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
                 epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else None,
                 teacher=str(teacher) if teacher else None)
@@ -285,7 +287,53 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     atomic_write(work_dir / "bench_run.json", json.dumps(dict(args, wall_s=wall), indent=1))
     if teacher_meta is not None:
         record["teacher"] = {"checkpoint": str(teacher), "run": teacher_meta, "wall_s": teacher_meta.get("wall_s")}
-    return record, write_record(record, results_dir)
+    try:
+        return record, write_record(record, results_dir)
+    except (BenchError, OSError) as e:  # a full or vanished results folder: the finished run is not lost
+        kept = work_dir / "record.json"
+        atomic_write(kept, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+        raise BenchError(f"could not write the record to {results_dir} ({e}); the finished run's record is kept "
+                         f"at {kept} (copy it into {Path(results_dir) / task_name}/ and run `bench report`)") from None
+
+
+def _lock(work_dir: Path):
+    """One bench run per work dir at a time (two would share checkpoints and logs)."""
+    import fcntl
+    f = open(work_dir / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise BenchError(f"{work_dir}: another bench run is using this work dir (wait for it, or give --work-dir "
+                         "or --seed to run beside it)") from None
+    return f
+
+
+def _loads(path: Path) -> bool:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return isinstance(ckpt, dict) and "state_dict" in ckpt
+    except Exception:  # truncated, not a checkpoint, unreadable: all mean "cannot resume from it"
+        return False
+
+
+def _verified_last_checkpoint(work_dir: Path) -> Path:
+    """The checkpoint --resume will use: the last one if it loads, else the newest one that does
+    (last_checkpoint is rewritten to it, and we say so)."""
+    import sys
+    last = work_dir / "last_checkpoint"
+    if not last.is_file():
+        raise BenchError(f"--resume: no checkpoint to resume from in {work_dir} (run without --resume first)")
+    named = Path(last.read_text().strip())
+    if _loads(named):
+        return named
+    for cand in sorted(work_dir.glob("epoch_*.pth"), key=lambda p: -int(p.stem.split("_")[1])):
+        if cand != named and _loads(cand):
+            print(f"bench: {named} is damaged (truncated or not a checkpoint); resuming from {cand} instead",
+                  file=sys.stderr)
+            atomic_write(last, str(cand))
+            return cand
+    raise BenchError(f"--resume: {named} is damaged and no earlier checkpoint in {work_dir} loads; "
+                     "start again without --resume")
 
 
 def _check_loadable(cfg, ckpt: Path):
@@ -362,19 +410,14 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
     from mmengine.runner import Runner
 
     ckpt = Path(checkpoint)
-    meta = ckpt.parent / "bench_run.json"
-    if not ckpt.is_file():
-        raise BenchError(f"checkpoint not found: {ckpt}")
-    if not meta.is_file():
-        raise BenchError(f"{meta}: missing; `bench eval` needs the bench_run.json that `bench run` writes beside "
-                         "its checkpoints")
-    args = json.loads(meta.read_text())
-    if args["task"] != task_name:
-        raise BenchError(f"{ckpt} is a {args['task']} run, not {task_name}")
+    args = _run_meta(ckpt, "bench eval")
+    if args.get("task") != task_name:
+        raise BenchError(f"{ckpt} is a {args.get('task')} run, not {task_name}")
+    if not _loads(ckpt):
+        raise BenchError(f"{ckpt}: not a readable checkpoint (truncated, or not a .pth written by `bench run`)")
     task = tasks.get(task_name)
     data_root = Path(data)
     task.validate_data(data_root)
-    check_writable(Path(results_dir) / task_name)
     args["data"] = str(data_root)
     name = run_name(args["backbone"], args["variant"], args["schedule"], args["epochs"], data_root, args["seed"],
                     args["task_options"]) + f"_eval-{ckpt.parent.name}"
@@ -383,9 +426,15 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
                             epochs=args["epochs"], device=device, variant=args["variant"],
                             **task.options_with_defaults(args["task_options"]))
     cfg = _prepare_cfg(cfg, False, "none")
-    cfg.load_from = str(ckpt)
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
+    try:  # strict: a checkpoint whose shapes do not fit (another class count, width) is an error, not a log line
+        runner.load_checkpoint(str(ckpt), map_location="cpu", strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise BenchError(f"{ckpt}: does not fit the {task_name} model built for {data_root} "
+                         f"({'; '.join(first[:3])[:400]})") from None
+    check_writable(Path(results_dir) / task_name)
     metrics = runner.test()
     epochs = args["epochs"] or task.SCHEDULES[args["schedule"]]["epochs"]  # what the checkpoint's run trained
     record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name, epochs)

@@ -338,3 +338,20 @@ def test_embedded_samples_are_small():
         assert size < 3_000_000, (t.NAME, size)
         assert any(Path(t.DEFAULT_DATA).glob("SOURCE.md")), f"{t.DEFAULT_DATA}/SOURCE.md: say where the sample is from"
 
+
+
+def test_failed_record_write_keeps_the_finished_run(tmp_path, toy_task, capsys, monkeypatch):
+    import errno
+
+    import bench.runner
+
+    def full_disk(record, results_dir):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(bench.runner, "write_record", full_disk)
+    wd = tmp_path / "wd"
+    assert main(["run", "--task", "toy", "--backbone", "fp32", "--width", "0.25", "--work-dir", str(wd),
+                 "--results-dir", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left" in err and str(wd / "record.json") in err
+    kept = json.loads((wd / "record.json").read_text())
+    assert kept["task"] == "toy" and kept["metric"]["name"] == "acc"
