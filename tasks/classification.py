@@ -102,8 +102,34 @@ def _decode(path: Path, size: int) -> np.ndarray:
                 left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
                 im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR-10 batches are pickles, and a pickle can run any code: this one builds only numpy
+    arrays (plus the dicts, lists, strings and numbers the batches hold) and refuses anything else."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only arrays, "
+                                     "lists and strings")
+
+
+def _load_pickle(path: Path):
+    try:
+        with open(path, "rb") as fh:
+            d = _ArraysOnly(fh, encoding="bytes").load()
+    except Exception as e:  # truncated, not a pickle, or refused: all mean "not a CIFAR-10 batch"
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({e.__class__.__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch (expected a dict, got {type(d).__name__})")
+    return d
 
 
 @functools.lru_cache(maxsize=4)  # val and test loaders share the decoded split
@@ -115,21 +141,31 @@ def load_split(root, split: str, per_class=None, size: int = 32):
         files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         xs, ys = [], []
         for f in files:
+            d = _load_pickle(batches / f)
             try:
-                with open(batches / f, "rb") as fh:
-                    d = pickle.load(fh, encoding="bytes")
                 xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys += list(d[b"labels"])
-            except Exception as e:
-                raise DataError(f"{batches / f}: not a CIFAR-10 python batch ({e})") from None
+                labels = np.asarray(d[b"labels"], dtype=np.int64)
+            except (KeyError, ValueError, TypeError) as e:
+                raise DataError(f"{batches / f}: not a CIFAR-10 python batch (data/labels: {e})") from None
+            if len(labels) != len(xs[-1]):
+                raise DataError(f"{batches / f}: {len(labels)} labels for {len(xs[-1])} images")
+            bad = np.flatnonzero((labels < 0) | (labels > 9))
+            if len(bad):
+                raise DataError(f"{batches / f}: label {labels[bad[0]]} at index {bad[0]} is outside 0-9 "
+                                f"({len(bad)} such labels); CIFAR-10 has 10 classes")
+            ys += labels.tolist()
         x, y = np.concatenate(xs), np.asarray(ys)
         if per_class:
             keep = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
             keep.sort()
             x, y = x[keep], y[keep]
         meta = batches / "batches.meta"
-        names = ([n.decode() for n in pickle.load(open(meta, "rb"), encoding="bytes")[b"label_names"]]
-                 if meta.is_file() else [str(i) for i in range(10)])
+        names = [str(i) for i in range(10)]
+        if meta.is_file():
+            try:
+                names = [n.decode() for n in _load_pickle(meta)[b"label_names"]]
+            except (KeyError, AttributeError, TypeError) as e:
+                raise DataError(f"{meta}: expected label_names, a list of 10 byte strings ({e})") from None
         return torch.from_numpy(x), torch.from_numpy(y).long(), names
     train, test = _split_dirs(root)
     classes, items = _list_images(train if split == "train" else test, per_class)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import torch.nn as nn
@@ -61,6 +62,7 @@ OUTPUT_CONVS = {"centernet": ("heatmap_head.2", "wh_head.2", "offset_head.2"),
                 "retinanet": ("retina_cls", "retina_reg")}
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 BOX_TOLERANCE = 1.0  # px a box may pass the image edge (float rounding in COCO jsons)
+MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit, for the image sizes a json declares
 
 
 # ---------------------------------------------------------------- data
@@ -109,6 +111,12 @@ def _layout(root) -> dict:
 def _check_coco(path: Path, image_dir: Path) -> dict:
     """Every record of one COCO json: ids, boxes inside their image, image files present."""
     d = _read_json(path)
+    ids = [im.get("id") if isinstance(im, dict) else None for im in d["images"]]
+    dup = next((i for i in ids if ids.count(i) > 1), None) if len(set(map(str, ids))) != len(ids) else None
+    if dup is not None:
+        names = [im.get("file_name") for im in d["images"] if im.get("id") == dup]
+        raise DataError(f"{path}: image id {dup} is used by {len(names)} images ({', '.join(map(str, names[:3]))}); "
+                        "image ids must be unique, or boxes are paired with the wrong image")
     try:
         images = {im["id"]: im for im in d["images"]}
         cats = {c["id"]: c["name"] for c in d["categories"]}
@@ -137,6 +145,8 @@ def _check_coco(path: Path, image_dir: Path) -> dict:
             bad.append(f"{where}: category_id {cat} is not in categories")
         elif len(box) != 4:
             bad.append(f"{where}: bbox {a['bbox']} is not [x, y, w, h]")
+        elif not all(math.isfinite(v) for v in box):
+            bad.append(f"{where}: bbox {a['bbox']} is not four finite numbers")
         elif box[2] <= 0 or box[3] <= 0:
             bad.append(f"{where}: bbox {a['bbox']} has non-positive width or height")
         elif (box[0] < -BOX_TOLERANCE or box[1] < -BOX_TOLERANCE or box[0] + box[2] > w_img + BOX_TOLERANCE
@@ -144,10 +154,22 @@ def _check_coco(path: Path, image_dir: Path) -> dict:
             bad.append(f"{where}: bbox {a['bbox']} lies outside the {w_img:g}x{h_img:g} image")
     if bad:
         raise DataError(f"{path}: {len(bad)} bad annotation(s); first: " + "; ".join(bad[:3]))
+    if not d["annotations"]:
+        raise DataError(f"{path}: annotations is empty; detection needs boxes to train on and to score against")
+    if all(a.get("iscrowd", 0) for a in d["annotations"]):
+        raise DataError(f"{path}: every annotation is iscrowd=1; COCO AP ignores crowd boxes, so nothing would be "
+                        "scored (AP would read -1)")
+    huge = next(((f, w, h) for w, h, f in sizes.values() if w * h > MAX_PIXELS), None)
+    if huge:
+        raise DataError(f"{path}: image {huge[0]} is {huge[1]:g}x{huge[2]:g}, over {MAX_PIXELS:,} pixels "
+                        "(a decompression bomb, or not a photo)")
     missing = [(i, f) for i, (_, _, f) in sizes.items() if not (image_dir / f).is_file()]
     if missing:
         raise DataError(f"{path}: {len(missing)} image file(s) missing under {image_dir}/, e.g. {missing[0][1]} "
                         f"(image id {missing[0][0]})")
+    empty = [f for _, _, f in sizes.values() if (image_dir / f).stat().st_size == 0]
+    if empty:
+        raise DataError(f"{image_dir / empty[0]}: empty image file ({len(empty)} such in {path.name})")
     return d
 
 

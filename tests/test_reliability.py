@@ -90,3 +90,74 @@ def test_one_run_per_work_dir(tmp_path):
         runner._lock(tmp_path)
     held.close()
     runner._lock(tmp_path).close()  # free again once the first run ends
+
+
+# ---------------------------------------------------------------- hostile data: CIFAR batches and COCO json
+def _batches(tmp_path, labels=None, meta=None, payload=None):
+    import pickle
+
+    import numpy as np
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        obj = payload if payload is not None else {b"data": np.zeros((2, 3072), np.uint8),
+                                                     b"labels": labels or [0, 1]}
+        (d / f).write_bytes(pickle.dumps(obj))
+    if meta is not None:
+        (d / "batches.meta").write_bytes(meta)
+    return tmp_path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/bench-pwned",))
+
+
+@pytest.mark.parametrize("kind,msg", [
+    ("label", "label 10 at index 1 is outside 0-9"),
+    ("pickle-code", "refused to load"),
+    ("meta", "batches.meta"),
+])
+def test_hostile_cifar_batches(tmp_path, kind, msg):
+    from tasks import classification as cls
+    if kind == "label":
+        root = _batches(tmp_path, labels=[3, 10])
+    elif kind == "pickle-code":
+        root = _batches(tmp_path, payload=_Evil())
+    else:
+        root = _batches(tmp_path, meta=b"\x80\x04garbage")
+    with pytest.raises(tasks.DataError, match=msg):
+        cls.load_split.__wrapped__(str(root), "train" if kind != "meta" else "test")
+    assert not Path("/tmp/bench-pwned").exists()
+
+
+@pytest.mark.parametrize("kind,msg", [
+    ("dup-id", "is used by 2 images"),
+    ("nan-box", "is not four finite numbers"),
+    ("no-annotations", "annotations is empty"),
+    ("all-crowd", "every annotation is iscrowd=1"),
+    ("zero-byte", "empty image file"),
+    ("huge", "decompression bomb"),
+])
+def test_hostile_coco(tmp_path, kind, msg):
+    det = tasks.get("detection")
+    root = tmp_path / "coco"
+    shutil.copytree(det.DEFAULT_DATA, root)
+    (ann,) = (root / "annotations").glob("instances_*.json")
+    d = json.loads(ann.read_text())
+    if kind == "dup-id":
+        d["images"][1]["id"] = d["images"][0]["id"]
+    elif kind == "nan-box":
+        d["annotations"][0]["bbox"] = [float("nan")] * 4
+    elif kind == "no-annotations":
+        d["annotations"] = []
+    elif kind == "all-crowd":
+        for a in d["annotations"]:
+            a["iscrowd"] = 1
+    elif kind == "zero-byte":
+        (root / "images" / d["images"][0]["file_name"]).write_bytes(b"")
+    else:
+        d["images"][0]["width"] = d["images"][0]["height"] = 14000
+    ann.write_text(json.dumps(d))
+    with pytest.raises(tasks.DataError, match=msg):
+        det.validate_data(root)
