@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The recorded recipe sweep behind classification's default recipes: each backbone under every
-# recipe that applies to it, at one equal budget (schedule `sweep`, CPU). Records go to
-# results/classification/ (their own table group); the log beside them.
+# The recorded recipe sweep behind classification's default recipes: each backbone under the
+# recipes that apply to it, at one equal budget (schedule `sweep`, CPU), most informative first.
+# Records go to results/classification/ (their own table group); the log beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg}
 B=".venv/bin/bench run --task classification --schedule sweep --data $DATA --seed 0"
-$B --backbone fp32 --recipe adamw
-TEACHER=$(cat "work_dirs/classification/fp32_sweep_cifar10-jpeg_recipe-adamw_s0/last_checkpoint")
-$B --backbone fp32 --recipe sgd
-for r in sgd adamw; do $B --backbone int8 --recipe $r; done
-for r in qat ptq; do $B --backbone int8 --recipe $r --teacher "$TEACHER"; done
-for r in sgd adamw two-stage; do $B --backbone binealnet --recipe $r; done
+TEACHER_DIR=work_dirs/classification/fp32_sweep_$(basename "$DATA")_recipe-adamw_s0
+[ -f "$TEACHER_DIR/record.json" ] || ls results/classification/fp32_sweep_*recipe-adamw* >/dev/null 2>&1 \
+  || $B --backbone fp32 --recipe adamw
+TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
+$B --backbone binealnet --recipe sgd
+$B --backbone binealnet --recipe adamw
+$B --backbone int8 --recipe sgd
+$B --backbone int8 --recipe adamw
+$B --backbone int8 --recipe ptq --teacher "$TEACHER"
+$B --backbone binealnet --recipe two-stage
 $B --backbone binealnet --recipe adamw-kd --teacher "$TEACHER"
+$B --backbone int8 --recipe qat --teacher "$TEACHER"
+$B --backbone fp32 --recipe sgd
 .venv/bin/bench report
