@@ -223,7 +223,9 @@ def apply(cfg, recipe: Recipe, device: str, teacher=None):
         cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
         return cfg
     batch = cfg.train_dataloader.batch_size
-    epochs = cfg.train_cfg.max_epochs
+    epochs = cfg.train_cfg.get("max_epochs")
+    if not epochs:
+        raise BenchError(f"recipe {recipe.name}: the task's training loop is not epoch-based; recipes schedule by epochs")
     lr = recipe.lr_for(batch)
     opt = dict(type=recipe.optimizer, lr=lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "SGD":

@@ -156,3 +156,16 @@ def test_teacher_of_another_task_or_width_is_refused(tmp_path, capsys):
     assert main(["run", "--task", "classification", "--backbone", "int8", "--recipe", "qat", "--teacher", str(ckpt),
                  "--results-dir", str(tmp_path / "res"), *TINY]) == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(tasks.TASKS))
+def test_every_task_takes_every_training_recipe(name, tmp_path):
+    """One recipe layer for all tasks: each task's smoke config accepts the recipes (no per-task copy)."""
+    task = tasks.get(name)
+    opts = task.options_with_defaults({"width": 0.25} if "width" in task.OPTIONS else {})
+    for r in ("sgd", "adamw", "two-stage"):
+        cfg = task.build_config("binealnet", task.DEFAULT_DATA, "smoke", tmp_path, 0, **opts)
+        recipes.apply(cfg, recipes.get(r), "cpu")
+        assert cfg.optim_wrapper.optimizer.type == recipes.get(r).optimizer
+        assert cfg.optim_wrapper.optimizer.lr == pytest.approx(recipes.get(r).lr_for(cfg.train_dataloader.batch_size))
+        assert cfg.bench.recipe["name"] == r
