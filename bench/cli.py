@@ -33,11 +33,11 @@ def _add_run_args(p, task, with_backbone=True):
     p.add_argument("--schedule", default="smoke",
                    help="smoke (seconds) | short (minutes on CPU) | task-specific ones: "
                         + (", ".join(task.SCHEDULES) if task else "see `bench list`") + " (default smoke)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="override the schedule's epochs")
+    p.add_argument("--epochs", type=_int_at_least(1), default=None, help="override the schedule's epochs")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (AMP bf16 on cuda)")
     p.add_argument("--work-dir", default=None, help="checkpoints and logs (default work_dirs/<task>/<run>)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted run from its last checkpoint")
-    p.add_argument("--seed", type=_nonnegative_int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
                    help="multi-GPU: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
@@ -51,24 +51,17 @@ def _add_run_args(p, task, with_backbone=True):
     _add_task_option_flags(p, task)
 
 
-def _positive_int(v):
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {v!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {v!r}")
-    return n
-
-
-def _nonnegative_int(v):
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {v!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0; got {v!r}")
-    return n
+def _int_at_least(lo):
+    def parse(v):
+        try:
+            n = int(v)
+        except ValueError:
+            n = lo - 1
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {lo}; got {v!r}")
+        return n
+    parse.__name__ = f"int>={lo}"
+    return parse
 
 
 def _option_type(name, spec):

@@ -24,7 +24,7 @@ label values outside the class list other than the ignore values, an empty split
 
 Metric: mmseg's ``IoUMetric``; the values are reported as fractions in 0..1 (mmseg prints percentages
 rounded to 0.01; here ``mIoU``, ``aAcc``, ``mAcc`` are unrounded fractions) and ``IoU_per_class`` is a
-dict class -> IoU (None where a class occurs neither in the labels nor in the predictions).
+dict class -> IoU over the classes that occur in the labels or the predictions (as mmseg's mean).
 
 Head precision (``--head-precision``, recorded; the same for the three backbones): every conv of
 neck and heads gets ``conv_cfg=dict(type='QConv', w=..., a=...)``. ``binary`` also drops their ReLUs
@@ -70,20 +70,26 @@ LAYOUTS = {
 # 2048x1024, ADE20K 2048x512: mmseg's), random 0.5-2x while training, then a crop (h, w) (at most the
 # scaled image); input_size (h, w): the test input of the default CamVid data, for cost and speed
 # (paper: the 512x1024 Cityscapes crop the paper names). max_train / max_test: first N frames by name.
+# model: the default of --model; width_scale multiplies the default widths (not a --width given),
+# keeping the paper's 2:1 BiNealNet:INT8 ratio. On one loaded CPU core FCN-D8 at binealnet 2.0x took
+# 20 s per iteration of 8 crops of 64x96 (Semantic FPN at binealnet 1.0x: 2.9 s), so "short" is the
+# undilated Semantic FPN at half the widths.
 SCHEDULES = {
     "smoke": dict(epochs=1, batch_size=2, lr=1e-3, scale_factor=0.25, crop=(64, 64), input_size=(90, 120),
-                  max_train=2, max_test=1, num_workers=0, val_interval=None,
+                  max_train=2, max_test=1, num_workers=0, val_interval=None, model="fcn", width_scale=1.0,
                   label="smoke (seconds; CI check, not an accuracy)"),
-    "short": dict(epochs=6, batch_size=8, lr=2e-3, scale_factor=0.5, crop=(128, 160), input_size=(180, 240),
-                  max_train=None, max_test=None, num_workers=2, val_interval=None,
-                  label="short (CamVid at half size 180x240, crops 128x160, 6 epochs, batch 8, Adam + poly; "
+    "short": dict(epochs=2, batch_size=8, lr=2e-3, scale_factor=0.25, crop=(64, 96), input_size=(90, 120),
+                  max_train=None, max_test=None, num_workers=1, val_interval=None, model="fpn", width_scale=0.5,
+                  label="short (Semantic FPN, widths x0.5 (binealnet 1.0, int8/fp32 0.5); CamVid at quarter size "
+                        "90x120, crops 64x96, 2 epochs, batch 8, Adam 2e-3 + poly; all 233 test frames; "
                         "fits 2 CPU cores)"),
     "gpu": dict(epochs=100, batch_size=16, lr=1e-3, scale_factor=1.0, crop=(360, 480), input_size=(360, 480),
-                max_train=None, max_test=None, num_workers=8, val_interval=20,
-                label="gpu (CamVid full 360x480, 100 epochs, batch 16, Adam + poly, bf16)"),
+                max_train=None, max_test=None, num_workers=8, val_interval=20, model="fcn", width_scale=1.0,
+                label="gpu (FCN-D8, CamVid full 360x480, 100 epochs, batch 16, Adam + poly, bf16)"),
     "paper": dict(epochs=215, batch_size=8, lr=1e-3, scale_factor=1.0, crop=(512, 1024), input_size=(512, 1024),
-                  max_train=None, max_test=None, num_workers=8, val_interval=25,
-                  label="paper (mmseg FCN-D8 Cityscapes: crop 512x1024, ~80k iterations of batch 8, poly)"),
+                  max_train=None, max_test=None, num_workers=8, val_interval=25, model="fcn", width_scale=1.0,
+                  label="paper (FCN-D8 as mmseg's Cityscapes config: crop 512x1024, ~80k iterations of batch 8, "
+                        "poly)"),
 }
 MODELS_ = ("fcn", "deeplabv3", "fpn")
 HEAD_PRECISIONS = ("fp32", "int8", "binary")
@@ -213,9 +219,9 @@ def _register():
             m = self.total_area_to_metrics(inter, union, pred, label, ["mIoU"], self.nan_to_num, self.beta)
             iou, acc = (np.asarray(m[k], dtype=float) for k in ("IoU", "Acc"))
             names = self.dataset_meta["classes"]
-            per_class = {c: (None if np.isnan(v) else float(v)) for c, v in zip(names, iou)}
-            print_log("per-class IoU: " + ", ".join(f"{c} {v:.4f}" if v is not None else f"{c} n/a"
-                                                     for c, v in per_class.items()), "current")
+            # a class in neither the labels nor the predictions has no IoU: left out (and out of the mean)
+            per_class = {c: float(v) for c, v in zip(names, iou) if not np.isnan(v)}
+            print_log("per-class IoU: " + ", ".join(f"{c} {v:.4f}" for c, v in per_class.items()), "current")
             return {"mIoU": float(np.nanmean(iou)), "aAcc": float(m["aAcc"]), "mAcc": float(np.nanmean(acc)),
                     "IoU_per_class": per_class}
 
@@ -279,9 +285,10 @@ class Segmentation(Task):
     SCHEDULES = SCHEDULES
     DEFAULT_WIDTH = {"binealnet": 2.0}
     OPTIONS = {
-        "model": option(str, "fcn", list(MODELS_), "fcn (FCN-D8, the paper's), deeplabv3 (ASPP, D8) or fpn "
-                                                   "(Semantic FPN, undilated)"),
-        "width": option(float, None, None, "backbone width multiplier (default: 2.0 for binealnet, 1.0 otherwise)"),
+        "model": option(str, None, list(MODELS_), "fcn (FCN-D8, the paper's), deeplabv3 (ASPP, D8) or fpn "
+                                                  "(Semantic FPN, undilated); default: the schedule's"),
+        "width": option(float, None, None, "backbone width multiplier (default: 2.0 for binealnet, 1.0 otherwise, "
+                                           "times the schedule's width_scale)"),
         "head_precision": option(str, "fp32", list(HEAD_PRECISIONS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, None, None, "checkpoint whose backbone.* weights initialise the backbone"),
@@ -294,9 +301,11 @@ class Segmentation(Task):
         return data_info(root, schedule)
 
     def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
-                     model="fcn", width=None, head_precision="fp32", init_from=None, **_):
+                     model=None, width=None, head_precision="fp32", init_from=None, **_):
         from mmengine.config import Config
 
+        s = SCHEDULES[schedule]
+        model = model or s["model"]
         if model not in MODELS_:
             raise BenchError(f"unknown segmentation model {model!r}; expected one of {MODELS_}")
         if head_precision not in HEAD_PRECISIONS:
@@ -304,12 +313,14 @@ class Segmentation(Task):
         if init_from and not Path(init_from).is_file():
             raise DataError(f"{init_from}: --init-from checkpoint not found (expected a .pth written by `bench run`)")
         _register()
-        s = SCHEDULES[schedule]
         epochs = s["epochs"] if epochs is None else epochs
         root = Path(data_root).resolve()
         layout = detect_layout(root)
         lay, splits = LAYOUTS[layout], _splits(root, layout)
         dilated = model != "fpn"
+        if width is None:
+            width = self.DEFAULT_WIDTH.get(backbone, backbones.PRESETS.get(backbone, {}).get("width", 1.0)) \
+                * s["width_scale"]
         bb = common.backbone_kwargs(self, backbone, variant, width, out_indices=(0, 1, 2, 3),
                                     strides=(1, 2, 1, 1) if dilated else (1, 2, 2, 2),
                                     dilations=(1, 1, 2, 4) if dilated else (1, 1, 1, 1))
@@ -399,5 +410,5 @@ class Segmentation(Task):
 
     def format_metric(self, key, value):
         if isinstance(value, dict):
-            return ", ".join(f"{k} {v:.3f}" for k, v in value.items() if v is not None)
+            return ", ".join(f"{k} {v:.3f}" for k, v in value.items())
         return "" if value is None else f"{value:.4f}"

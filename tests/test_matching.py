@@ -271,7 +271,8 @@ def _run(cfg, train=True):
 
 def test_smoke_train_and_test_binealnet(tmp_path):
     cfg = TASK.build_config("binealnet", M.Matching.DEFAULT_DATA, "smoke", tmp_path, 0,
-                            **TASK.options_with_defaults({"width": 0.5, "num_features": 50}))
+                            **TASK.options_with_defaults({"width": 0.5, "num_features": 50,
+                                                          "train_images": str(M.SAMPLE_TRAIN[0])}))
     runner, metrics = _run(cfg)
     for key in (TASK.METRIC["key"], *[k for k in TASK.SECONDARY_KEYS if "i_" not in k]):
         assert key in metrics, key

@@ -32,7 +32,7 @@ def compiler() -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def load():
-    """The compiled extension module (built once per source/torch version, then loaded from the cache)."""
+    """The compiled ops (torch.ops.binealbench) (built once per source/torch version, then loaded from the cache)."""
     if compiler() is None:
         raise KernelUnavailable(f"no C++ compiler found (looked for {os.environ.get('CXX', 'c++')!r}; set CXX or "
                                 "install g++): the packed 1-bit kernels cannot be built")
@@ -42,12 +42,13 @@ def load():
     try:
         # -ffp-contract=off: the quantizer's x+b0, slope*v, +b1 round as PyTorch's separate ops do (no FMA);
         # -fopenmp: at::parallel_for is OpenMP here (torch's own libgomp is the one loaded)
-        return cpp_extension.load(name="binealbench_bitconv", sources=[str(SOURCE)], build_directory=str(build),
-                                  extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"], extra_ldflags=["-fopenmp"],
-                                  verbose=False)
+        cpp_extension.load(name="binealbench_bitconv", sources=[str(SOURCE)], build_directory=str(build),
+                           extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"], extra_ldflags=["-fopenmp"],
+                           is_python_module=False, verbose=False)
     except Exception as e:  # compile or link error: say what and where
         raise KernelUnavailable(f"building {SOURCE.name} failed in {build} ({e.__class__.__name__}: "
                                 f"{str(e).strip().splitlines()[-1] if str(e).strip() else e})") from e
+    return torch.ops.binealbench  # the ops the library registered (TORCH_LIBRARY)
 
 
 def available() -> tuple[bool, str]:

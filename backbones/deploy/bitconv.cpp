@@ -8,8 +8,12 @@
 //
 // Paths chosen at run time: AVX-512 VPOPCNTDQ, AVX2 (nibble-table popcount, Mula et al.), scalar.
 // Built with -ffp-contract=off so the quantizer's float ops round exactly as PyTorch's do.
-#include <torch/extension.h>
+// Light headers (no torch/extension.h, no pybind11): the first build is several times faster.
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -174,21 +178,22 @@ __attribute__((target("avx2"))) void pack_pixel_avx2(const float* x, int64_t C, 
 
 // x: float NHWC (N, H, W, C); b0/slope/b1: per-channel float (C) or empty (plain sign).
 // Returns uint64 (stored as int64) (N, H + 2*ph, W + 2*pw, Cw) with the -1 ring.
-torch::Tensor pack_act(torch::Tensor x, torch::Tensor b0, torch::Tensor slope, torch::Tensor b1, int64_t ph,
+at::Tensor pack_act(at::Tensor x, at::Tensor b0, at::Tensor slope, at::Tensor b1, int64_t ph,
                        int64_t pw, std::string path) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat, "pack_act: float NHWC input expected");
-  x = x.contiguous();
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "pack_act: float NHWC input expected");
+  TORCH_CHECK(x.is_contiguous(), "pack_act: contiguous input expected");
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3), Cw = (C + 63) / 64;
   const int64_t Hp = H + 2 * ph, Wp = W + 2 * pw;
   const bool q = b0.numel() > 0;
   if (q) {
     TORCH_CHECK(b0.numel() == C && slope.numel() == C && b1.numel() == C, "pack_act: per-channel params of size C");
-    b0 = b0.contiguous().to(torch::kFloat); slope = slope.contiguous().to(torch::kFloat); b1 = b1.contiguous().to(torch::kFloat);
+    for (const auto& t : {b0, slope, b1})
+      TORCH_CHECK(t.is_contiguous() && t.scalar_type() == at::kFloat, "pack_act: contiguous float params expected");
   }
   const float* pb0 = q ? b0.data_ptr<float>() : nullptr;
   const float* psl = q ? slope.data_ptr<float>() : nullptr;
   const float* pb1 = q ? b1.data_ptr<float>() : nullptr;
-  auto out = torch::empty({N, Hp, Wp, Cw}, x.options().dtype(torch::kLong));
+  auto out = at::empty({N, Hp, Wp, Cw}, x.options().dtype(at::kLong));
   uint64_t* po = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
   const float* px = x.data_ptr<float>();
   std::vector<uint64_t> ring(Cw);  // the -1 value: every valid channel bit set
@@ -217,12 +222,12 @@ torch::Tensor pack_act(torch::Tensor x, torch::Tensor b0, torch::Tensor slope, t
   return out;
 }
 
-// Pack OIHW +-1 float weights to (O, KH*KW*Cw) words, (kh, kw, c) order as the activation patch.
-torch::Tensor pack_weight(torch::Tensor w) {
-  TORCH_CHECK(w.dim() == 4, "pack_weight: OIHW weight expected");
-  auto wh = w.to(torch::kFloat).permute({0, 2, 3, 1}).contiguous();  // O, KH, KW, C
+// Pack +-1 float weights given as (O, KH, KW, C) contiguous to (O, KH*KW*Cw) words, the patch's order.
+at::Tensor pack_weight(at::Tensor wh) {
+  TORCH_CHECK(wh.dim() == 4 && wh.is_contiguous() && wh.scalar_type() == at::kFloat,
+              "pack_weight: contiguous float (O, KH, KW, C) weight expected");
   const int64_t O = wh.size(0), KH = wh.size(1), KW = wh.size(2), C = wh.size(3), Cw = (C + 63) / 64;
-  auto out = torch::zeros({O, KH * KW * Cw}, w.options().dtype(torch::kLong));
+  auto out = at::zeros({O, KH * KW * Cw}, wh.options().dtype(at::kLong));
   uint64_t* po = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
   const float* pw = wh.data_ptr<float>();
   for (int64_t i = 0; i < O * KH * KW; ++i) pack_pixel_scalar(pw + i * C, C, nullptr, nullptr, nullptr, po + i * Cw);
@@ -231,28 +236,29 @@ torch::Tensor pack_weight(torch::Tensor w) {
 
 // The conv. xp: packed padded activations (N, Hp, Wp, Cw); wp: packed weights (O, KH*KW*Cw).
 // Returns, NHWC: int32 dot products (scale empty) or float dot * scale[o] + bias[o] (+ residual NHWC).
-torch::Tensor binary_conv(torch::Tensor xp, torch::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
-                          int64_t dilation, torch::Tensor scale, torch::Tensor bias, torch::Tensor residual,
+at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
+                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
                           std::string path) {
-  TORCH_CHECK(xp.dim() == 4 && xp.scalar_type() == torch::kLong && wp.scalar_type() == torch::kLong,
+  TORCH_CHECK(xp.dim() == 4 && xp.scalar_type() == at::kLong && wp.scalar_type() == at::kLong,
               "binary_conv: packed int64 tensors expected");
-  xp = xp.contiguous(); wp = wp.contiguous();
+  TORCH_CHECK(xp.is_contiguous() && wp.is_contiguous(), "binary_conv: contiguous packed tensors expected");
   const int64_t N = xp.size(0), Hp = xp.size(1), Wp = xp.size(2), Cw = xp.size(3), O = wp.size(0);
   TORCH_CHECK(Cw == (C + 63) / 64 && wp.size(1) == KH * KW * Cw, "binary_conv: packed shapes do not match C/KH/KW");
   const int64_t Ho = (Hp - dilation * (KH - 1) - 1) / stride + 1, Wo = (Wp - dilation * (KW - 1) - 1) / stride + 1;
   TORCH_CHECK(Ho > 0 && Wo > 0, "binary_conv: input smaller than the kernel");
   const int64_t K = C * KH * KW, Kw = KH * KW * Cw;
   const bool as_int = scale.numel() == 0;
-  torch::Tensor out = torch::empty({N, Ho, Wo, O}, xp.options().dtype(as_int ? torch::kInt : torch::kFloat));
+  at::Tensor out = at::empty({N, Ho, Wo, O}, xp.options().dtype(as_int ? at::kInt : at::kFloat));
   if (!as_int) {
     TORCH_CHECK(scale.numel() == O && bias.numel() == O, "binary_conv: scale and bias of size O");
-    scale = scale.contiguous().to(torch::kFloat); bias = bias.contiguous().to(torch::kFloat);
+    TORCH_CHECK(scale.is_contiguous() && bias.is_contiguous() && scale.scalar_type() == at::kFloat &&
+                bias.scalar_type() == at::kFloat, "binary_conv: contiguous float scale and bias expected");
   }
   const bool has_res = residual.numel() > 0;
   if (has_res) {
-    TORCH_CHECK(residual.sizes() == out.sizes() && residual.scalar_type() == torch::kFloat,
+    TORCH_CHECK(residual.sizes() == out.sizes() && residual.scalar_type() == at::kFloat,
                 "binary_conv: residual must be float NHWC of the output's shape");
-    residual = residual.contiguous();
+    TORCH_CHECK(residual.is_contiguous(), "binary_conv: contiguous residual expected");
   }
   const uint64_t* px = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
   const uint64_t* pwt = reinterpret_cast<const uint64_t*>(wp.data_ptr<int64_t>());
@@ -299,9 +305,11 @@ std::string cpu_path(std::string path) {
   return p == AVX512 ? "avx512-vpopcntdq" : p == AVX2 ? "avx2" : "scalar";
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("pack_act", &pack_act, "sign-pack NHWC float activations (with the binary quantizer) and the -1 ring");
-  m.def("pack_weight", &pack_weight, "sign-pack OIHW +-1 weights");
-  m.def("binary_conv", &binary_conv, "XOR/popcount conv on packed NHWC activations");
-  m.def("cpu_path", &cpu_path, "the kernel path a path name resolves to on this CPU");
+// Registered as torch.ops.binealbench.* (loaded with is_python_module=False).
+TORCH_LIBRARY(binealbench, m) {
+  m.def("pack_act(Tensor x, Tensor b0, Tensor slope, Tensor b1, int ph, int pw, str path) -> Tensor", &pack_act);
+  m.def("pack_weight(Tensor w) -> Tensor", &pack_weight);
+  m.def("binary_conv(Tensor xp, Tensor wp, int C, int KH, int KW, int stride, int dilation, Tensor scale, "
+        "Tensor bias, Tensor residual, str path) -> Tensor", &binary_conv);
+  m.def("cpu_path(str path) -> str", &cpu_path);
 }
