@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The recorded recipe sweep behind classification's default recipes: each backbone under the
 # recipes that apply to it, at one equal budget (schedule `sweep`, CPU), most informative first.
-# Records go to results/classification/ (their own table group); the log beside them.
+# Backbones at width 0.5 (WIDTH), so the sweep fits 2 CPU cores: the recipes are compared within
+# a precision at one width; the chosen ones then train the presets. Records go to
+# results/classification/ (their own table group); the log beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg}
-B=".venv/bin/bench run --task classification --schedule sweep --data $DATA --seed 0"
-TEACHER_DIR=work_dirs/classification/fp32_sweep_$(basename "$DATA")_recipe-adamw_s0
-[ -f "$TEACHER_DIR/record.json" ] || ls results/classification/fp32_sweep_*recipe-adamw* >/dev/null 2>&1 \
-  || $B --backbone fp32 --recipe adamw
+WIDTH=${WIDTH:-0.5}
+B=".venv/bin/bench run --task classification --schedule sweep --data $DATA --seed 0 --width $WIDTH"
+TEACHER_DIR=work_dirs/classification/fp32_sweep_$(basename "$DATA")_recipe-adamw_width-${WIDTH}_s0
+ls results/classification/fp32_sweep_*recipe-adamw_width-${WIDTH}_* >/dev/null 2>&1 || $B --backbone fp32 --recipe adamw
 TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
 $B --backbone binealnet --recipe sgd
 $B --backbone binealnet --recipe adamw
