@@ -1,0 +1,187 @@
+"""Deployed kernels against the fake-quant model (the oracle): packed 1-bit conv exact on integers,
+whole BiNealNet / INT8 backbones close, export round trip, and the bad-input errors.
+
+The first run compiles backbones/deploy/bitconv.cpp (cached under ~/.cache/binealbench); tests that
+need it skip only when no C++ compiler exists, and say so."""
+import copy
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import backbones
+from backbones import deploy
+from backbones.deploy import _ext
+from backbones.layers import QConv2d
+from backbones.quantizers import BinaryActivationQuantizer, BinaryWeightQuantizer
+
+needs_compiler = pytest.mark.skipif(_ext.compiler() is None, reason="no C++ compiler: packed kernels cannot be built")
+
+
+def _paths():
+    """Every kernel path this CPU can run (the AVX-512 one only where the CPU has VPOPCNTDQ)."""
+    ops = _ext.load()
+    out = ["scalar"]
+    for p in ("avx2", "avx512"):
+        try:
+            ops.cpu_path(p)
+            out.append(p)
+        except RuntimeError:
+            pass
+    return out
+
+
+def _qconv(cin, cout, k, stride, padding, dilation, scales_after=False):
+    conv = QConv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=False,
+                   weight_quantizer=BinaryWeightQuantizer((cout, cin, k, k)), act_quantizer=BinaryActivationQuantizer(cin),
+                   scales_after=scales_after)
+    with torch.no_grad():  # learned-looking values, so the quantizer's float ops matter
+        conv.weight_quantizer.alpha.uniform_(0.5, 2)
+        conv.act_quantizer.b0.uniform_(-0.3, 0.3)
+        conv.act_quantizer.b1.uniform_(-0.3, 0.3)
+        conv.act_quantizer.slope.uniform_(-0.2, 0.5)  # negatives are clipped to 0 (clip_slope)
+        conv.act_quantizer.gamma.fill_(0.7)
+    return conv.eval()
+
+
+# every (k, stride, padding, dilation) the backbones use: 3x3 s1/s2 p1, dilated 3x3 d2/d4, 1x1 and 3x3 s2 downsample
+CONFIGS = [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (3, 1, 4, 4), (1, 2, 0, 1), (1, 1, 0, 1)]
+
+
+@needs_compiler
+@pytest.mark.parametrize("k,stride,padding,dilation", CONFIGS)
+@pytest.mark.parametrize("cin,cout", [(96, 10), (13, 5), (200, 7)])  # partial words, AVX2 tails, O not a multiple of 4
+def test_packed_conv_equals_fake_quant_on_integers(k, stride, padding, dilation, cin, cout):
+    torch.manual_seed(cin + k + dilation)
+    conv = _qconv(cin, cout, k, stride, padding, dilation)
+    x = torch.randn(2, cin, 11, 9)
+    aq, wq = conv.act_quantizer, conv.weight_quantizer
+    with torch.no_grad():
+        a, w = aq.unit(x), wq.unit(conv.weight)  # the fake-quant model's own +-1 values
+        ref = F.conv2d(F.pad(a, (padding,) * 4, value=-1.0), w, None, stride, 0, dilation).round().int()
+    ops = _ext.load()
+    wp = ops.pack_weight(w.permute(0, 2, 3, 1).contiguous())
+    slope = aq.slope.detach().clamp(min=0)
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+    empty = torch.empty(0)
+    for path in _paths():
+        xp = ops.pack_act(x_nhwc, aq.b0.detach(), slope, aq.b1.detach(), padding, padding, path)
+        got = ops.binary_conv(xp, wp, cin, k, k, stride, dilation, empty, empty, empty, path)
+        assert got.dtype == torch.int32
+        assert torch.equal(got.permute(0, 3, 1, 2), ref), path
+    # scaled: the whole fake-quant layer (scales before and after the conv) vs the deployed one
+    for scales_after in (False, True):
+        c = copy.deepcopy(conv)  # fresh: the layer's eval border cache is keyed on weights, not on this switch
+        c.scales_after = scales_after
+        bn = nn.BatchNorm2d(cout).eval()  # identity BN: compares the conv alone
+        got = deploy.model.BinConv.from_qconv(c, bn)(x_nhwc).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(got, c(x), rtol=1e-5, atol=1e-4)
+
+
+def _randomize(model):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(-1.5, 1.5)  # negative BN factors too (INT8 flips its integers)
+                m.bias.uniform_(-0.5, 0.5)
+            if isinstance(m, BinaryActivationQuantizer):
+                m.b0.uniform_(-0.2, 0.2)
+                m.b1.uniform_(-0.2, 0.2)
+                m.slope.uniform_(0, 0.5)
+    return model.eval()
+
+
+def _agreement(model, deployed, x):
+    head = nn.Linear(model.out_channels[-1], 10)
+    with torch.no_grad():
+        return head(model(x)[-1].mean(dim=(2, 3))), head(deployed(x)[-1].mean(dim=(2, 3)))
+
+
+@needs_compiler
+@pytest.mark.parametrize("kw", [dict(downsample_kernel=3), dict(downsample_kernel=1, scales_after=True),
+                                dict(strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), out_indices=(0, 1, 2, 3))])
+def test_deployed_binealnet_agrees_with_fake_quant(kw):
+    model = _randomize(backbones.build("binealnet", width=0.25, stem="cifar", **{"out_indices": (3,), **kw}))
+    deployed = deploy.deploy_backbone(model)
+    x = torch.randn(16, 3, 20, 20)
+    ref, got = _agreement(model, deployed, x)
+    with torch.no_grad():
+        for r, g in zip(model(x), deployed(x)):
+            assert r.shape == g.shape
+            # a float sum in another order can flip a sign that sits at 0 to rounding; rare, so allow a sliver
+            close = torch.isclose(g, r, rtol=1e-3, atol=1e-3)
+            assert close.float().mean() > 0.999, (r - g).abs().max()
+    assert torch.equal(ref.argmax(1), got.argmax(1))
+
+
+@needs_compiler
+def test_export_round_trip_and_true_size(tmp_path):
+    model = _randomize(backbones.build("binealnet", width=0.25, stem="cifar", out_indices=(3,)))
+    deployed = deploy.deploy_backbone(model)
+    n = deploy.save(deployed, tmp_path / "m.pt")
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)  # plain tensors only
+    assert raw["format"] == deploy.FORMAT
+    again = deploy.load(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(deployed(x)[0], again(x)[0])
+    # packed words: one bit per binary weight (+ the last word's unused bits), far below float32
+    binary_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, QConv2d))
+    words = sum(b[k].wp.numel() for b in deployed.blocks for k in ("conv1", "conv2", "ds") if b[k] is not None)
+    assert binary_weights / 64 <= words <= binary_weights / 64 * 2
+    assert n < sum(p.numel() for p in model.parameters()) * 4 / 4
+
+
+def test_int8_deployed_agrees_with_fake_quant():
+    model = backbones.build("int8", width=0.25, stem="cifar", out_indices=(3,))
+    torch.manual_seed(2)
+    calib = torch.randn(32, 3, 16, 16)
+    with torch.no_grad():
+        model.train()
+        for _ in range(3):
+            model(calib)  # observe the activation scales, as training does
+    _randomize(model)
+    deployed = deploy.deploy_backbone(model, calib=calib)
+    x = torch.randn(64, 3, 16, 16)
+    ref, got = _agreement(model, deployed, x)
+    with torch.no_grad():
+        r, g = model(x)[0], deployed(x)[0]
+    # one extra rounding per residual (the requantized conv outputs): close, not equal
+    assert (r - g).abs().mean() < 0.05 * r.abs().mean()
+    assert (ref.argmax(1) == got.argmax(1)).float().mean() >= 0.9
+    q = deployed.blocks[0]["conv1"]
+    assert q.qw.dtype == torch.int8 and q.packed is not None
+
+
+def test_fp32_deployed_equals_float_model():
+    model = _randomize(backbones.build("fp32", width=0.25, stem="cifar", out_indices=(3,)))
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy.deploy_backbone(model)(x)[0], model(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_variant_and_unwritable_path(tmp_path):
+    with pytest.raises(deploy.DeployError, match="binary-weights"):
+        deploy.deploy_backbone(backbones.build("binealnet", width=0.25, precision="binary-weights").eval())
+    m = backbones.build("fp32", width=0.25, stem="cifar").eval()
+    (tmp_path / "a_file").write_text("")  # a folder that cannot exist (root ignores chmod, not this)
+    with pytest.raises(deploy.DeployError, match="cannot write"):
+        deploy.save(deploy.deploy_backbone(m), tmp_path / "a_file" / "x.pt")
+
+
+def test_no_compiler_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    _ext.load.cache_clear()
+    try:
+        with pytest.raises(_ext.KernelUnavailable, match="no C.. compiler"):
+            _ext.load()
+        ok, why = _ext.available()
+        assert not ok and "no-such-compiler-xyz" in why
+    finally:
+        _ext.load.cache_clear()
+    assert shutil.which("no-such-compiler-xyz") is None
