@@ -473,7 +473,7 @@ class SuperResolution(Task):
             cfg.update(model=dict(type="BenchBicubic", scale=scale), train_dataloader=None, train_cfg=None,
                        optim_wrapper=None, param_scheduler=None, val_dataloader=None, val_cfg=None,
                        val_evaluator=None,
-                       bench=dict(bench, model="bicubic", head_precision=None, width=None, backbone=None))
+                       bench=dict(bench, model="bicubic (MATLAB-style, no network)"))
             return Config(cfg)
         bb = common.backbone_kwargs(self, backbone, variant, width)
         w_kind, a_kind = backbones.PRECISIONS[bb["precision"]]
