@@ -119,7 +119,7 @@ def _err(capsys):
 @pytest.mark.parametrize("args,msg", [
     (["--task", "segmentatio"], "invalid choice"),
     (["--backbone", "resnet"], "unknown backbone 'resnet'"),
-    (["--variant", "nope"], "unknown variant 'nope'"),
+    (["--variant", "nope"], "invalid choice: 'nope'"),
     (["--schedule", "forever"], "unknown schedule 'forever'"),
     (["--epochs", "0"], "expected a whole number >= 1"),
     (["--seed", "-1"], "expected a whole number >= 0"),
@@ -129,7 +129,7 @@ def _err(capsys):
 ])
 def test_bad_options_one_clear_line(tmp_path, capsys, args, msg):
     argv = ["run", "--task", "classification", "--results-dir", str(tmp_path / "res")]
-    if args[0] in ("--task", "--epochs", "--seed", "--model"):  # refused by the parser itself
+    if args[0] in ("--task", "--variant", "--epochs", "--seed", "--model"):  # refused by the parser itself
         with pytest.raises(SystemExit) as e:
             main((["run"] if args[0] == "--task" else argv) + args)
         assert e.value.code == 2 and msg in capsys.readouterr().err
