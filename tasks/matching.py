@@ -631,8 +631,10 @@ def _register():
         def forward(self, inputs, data_samples=None, mode="tensor"):
             if mode == "predict":
                 return self.predict(inputs, data_samples)
+            from kornia.color import rgb_to_grayscale
             img = inputs.float() / 255 if inputs.dtype == torch.uint8 else inputs
-            return self.sift(img.mean(1, keepdim=True))
+            # kornia's SIFT takes one image at a time
+            return [self.sift(rgb_to_grayscale(x[None])) for x in img]
 
     @METRICS.register_module()
     class HPatchesMetric(BaseMetric):

@@ -288,5 +288,7 @@ def test_smoke_train_and_test_binealnet(tmp_path):
 def test_sift_reference_row_tests_only(tmp_path):
     cfg = TASK.build_config("sift", M.Matching.DEFAULT_DATA, "smoke", tmp_path, 0,
                             **TASK.options_with_defaults({"num_features": 64}))
-    _, metrics = _run(cfg, train=False)
+    runner, metrics = _run(cfg, train=False)
     assert metrics["hpatches/mma@3"] > 0.2 and metrics["hpatches/keypoints"] > 5
+    out = TASK.forward_for_cost(runner.model, torch.rand(2, 3, 48, 64))  # the runner's speed check uses batch 8
+    assert len(out) == 2 and out[0][0].shape[-1] == 3
