@@ -5,6 +5,7 @@ The first run compiles backbones/deploy/bitconv.cpp (cached under ~/.cache/binea
 need it skip only when no C++ compiler exists, and say so."""
 import copy
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,52 @@ def test_no_compiler_is_one_clear_error(monkeypatch):
     finally:
         _ext.load.cache_clear()
     assert shutil.which("no-such-compiler-xyz") is None
+
+
+def _fake_run(tmp_path, backbone, variant=None):
+    """A classification run folder as `bench run` leaves it (bench_run.json + an mmengine checkpoint),
+    built without training: the deploy path is what is under test, on the embedded sample."""
+    import json
+
+    import tasks
+    from bench.deploy import REPO
+    from mmengine.registry import MODELS, init_default_scope
+    import backbones.openmmlab  # noqa: F401
+    task = tasks.get("classification")
+    data = REPO / "data" / "cifar10-sample"
+    work = tmp_path / backbone
+    cfg = task.build_config(backbone, data, "smoke", work, 0, variant=variant, width=0.25)
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    # trained-looking BN statistics and quantizer offsets: at init, pre-activations are often exactly 0, where
+    # the fake-quant model's own float rounding (not the kernel) decides the sign
+    _randomize(model.backbone)
+    work.mkdir()
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, work / "epoch_1.pth")
+    (work / "bench_run.json").write_text(json.dumps(dict(
+        task="classification", backbone=backbone, variant=variant, data=str(data), schedule="smoke", epochs=None,
+        seed=0, task_options={"width": 0.25}, recipe=None, teacher=None)))
+    return work / "epoch_1.pth", model
+
+
+@needs_compiler
+def test_bench_deploy_checkpoint_record_and_table(tmp_path):
+    from bench import deploy as bd
+    ckpt, model = _fake_run(tmp_path, "binealnet")
+    rec = bd.deploy_checkpoint(ckpt, results_dir=tmp_path / "res", repeats=1, batch=2)
+    assert rec["kernel"].startswith("packed 1-bit") and rec["export_bytes"] == Path(rec["export_file"]).stat().st_size
+    assert rec["argmax_agreement"] >= 0.95 and abs(rec["top1_deployed"] - rec["top1_fake_quant"]) <= 0.05
+    assert rec["test_images"] == 100 and set(rec["latency_ms_batch1"]) == {"1", "2"}
+    table = (tmp_path / "res" / "deploy.md").read_text()
+    assert "| binealnet | smoke | packed 1-bit" in table and "Smoke-trained" in table
+    # the exported file alone reproduces the model (no project model classes needed to read it)
+    raw = torch.load(rec["export_file"], weights_only=True)
+    assert raw["backbone"]["kind"] == "binary" and raw["meta"]["checkpoint"] == str(ckpt)
+
+
+def test_bench_deploy_refuses_a_variant_without_kernels(tmp_path):
+    from bench import deploy as bd
+    from tasks.base import BenchError
+    ckpt, _ = _fake_run(tmp_path, "binealnet", variant="binary-activations")
+    with pytest.raises(BenchError, match="binary-activations.*no deployed kernel"):
+        bd.deploy_checkpoint(ckpt, results_dir=tmp_path / "res", repeats=1, batch=2)

@@ -1,0 +1,310 @@
+"""`bench deploy`: a classification run's checkpoint on real low-bit kernels (backbones/deploy),
+exported at its true size, timed, and re-evaluated on the run's test set.
+
+    python -m bench.deploy CKPT [CKPT ...] [--export-dir DIR] [--results-dir results] [--repeats 30] [--batch 64]
+    python -m bench.deploy --bench-224 [--repeats 10]     # benchmark only: backbones at 224x224, batch 1
+
+Per checkpoint: one JSON record in <results-dir>/deploy/classification/ (one level below the task
+records `bench report` reads, so it never mistakes them for its own) and the table <results-dir>/deploy.md
+(rebuilt from every record there). Latency is the median of ``--repeats`` batch-1 calls at 1 and 2
+threads; throughput is images/s at ``--batch`` on 2 threads (median of 5). The machine may be shared:
+medians, and the load average at the start is recorded beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tasks.base import BenchError
+
+from .results import RESULTS_DIR, atomic_write, check_writable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- loading a run
+def load_run(ckpt):
+    """(bench_run.json args, mmengine config, the trained fake-quant model in eval mode) of a checkpoint."""
+    import backbones.openmmlab  # noqa: F401  (registrations)
+    import tasks
+    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from .runner import _run_meta
+
+    ckpt = Path(ckpt)
+    args = _run_meta(ckpt, "bench deploy")
+    if args.get("task") != "classification":
+        raise BenchError(f"{ckpt} is a {args.get('task')} run; bench deploy handles classification checkpoints")
+    task = tasks.get("classification")
+    data_root = Path(args["data"]) if args.get("data") else task.DEFAULT_DATA
+    if not data_root.is_absolute() and not data_root.exists():
+        data_root = REPO / data_root
+    task.validate_data(data_root)
+    cfg = task.build_config(args["backbone"], data_root, args["schedule"], ckpt.parent, args.get("seed", 0),
+                            epochs=args.get("epochs"), variant=args.get("variant"),
+                            **task.options_with_defaults(args.get("task_options", {})))
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    try:
+        load_checkpoint(model, str(ckpt), map_location="cpu", strict=True, logger="silent")
+    except (RuntimeError, KeyError) as e:
+        raise BenchError(f"{ckpt}: does not fit the model its bench_run.json describes ({str(e)[:300]})") from None
+    return args, cfg, model.eval()
+
+
+def split_tensors(cfg, split):
+    """(uint8 images, labels) of the run's train or test split, as its loaders read them."""
+    from tasks.classification import load_split
+    ds = cfg.test_dataloader.dataset if split == "test" else cfg.train_dataloader.dataset
+    x, y, _ = load_split(ds.root, split, ds.per_class, ds.input_size)
+    return x, y
+
+
+def recorded_metric(ckpt, args):
+    """The top-1 the run's own record holds (results dir beside the work dir, or the repository's)."""
+    from .runner import run_name
+    name = run_name(args["backbone"], args.get("variant"), args["schedule"], args.get("epochs"), args["data"],
+                    args.get("seed", 0), dict(args.get("task_options", {}),
+                                              **({"recipe": args["recipe"]} if args.get("recipe") else {})))
+    for d in (Path(ckpt).parent.parent / "results", RESULTS_DIR):
+        f = d / "classification" / f"{name}.json"
+        if f.is_file():
+            return json.loads(f.read_text())["metric"]["value"], str(f)
+    return None, None
+
+
+# ---------------------------------------------------------------- measuring
+def median_ms(fn, x, threads, repeats):
+    """Median wall ms of ``fn(x)`` on ``threads`` threads (2 warm-up calls first)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            for _ in range(2):
+                fn(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return statistics.median(times) * 1e3
+
+
+@torch.no_grad()
+def predictions(fn, images, batch=200):
+    return torch.cat([fn(images[i:i + batch]).argmax(1) for i in range(0, len(images), batch)])
+
+
+def _fake_quant_fn(model):
+    pre = model.data_preprocessor
+    return lambda x: model._logits_eager((x.float() - pre.mean) / pre.std)
+
+
+def _machine():
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None) \
+        if Path("/proc/cpuinfo").is_file() else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1min_at_start": load, "torch": torch.__version__}
+
+
+def kernel_name(kind):
+    """What runs the convs of a deployed ``kind`` on this machine, and a note when it is a fallback."""
+    from backbones import deploy
+    if kind == "int8":
+        return f"torch.ops.quantized ({torch.backends.quantized.engine}), per-channel int8 weights", None
+    if kind == "fp32":
+        return "torch fp32 conv (BN folded)", None
+    ok, what = deploy.available()
+    if not ok:
+        return "fake-quant (fallback)", f"packed kernels unavailable: {what}; timed and evaluated as fake-quant"
+    note = "this CPU has no AVX2: the scalar popcount path" if what == "scalar" else None
+    return f"packed 1-bit XOR/popcount ({what})", note
+
+
+# ---------------------------------------------------------------- one checkpoint
+def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30, batch=64, threads=(1, 2)) -> dict:
+    """Deploy, export, time and evaluate one classification checkpoint; writes and returns its record."""
+    from backbones import deploy
+
+    ckpt = Path(ckpt)
+    check_writable(Path(results_dir) / "deploy" / "classification")
+    args, cfg, model = load_run(ckpt)
+    kind = {"binary": "binary", "int8": "int8", "fp32": "fp32"}.get(model.backbone.precision)
+    why = deploy.unsupported_reason(model.backbone)
+    if why:
+        raise BenchError(f"{ckpt}: backbone {args['backbone']} (variant {args.get('variant')}) cannot be deployed: {why}")
+    machine = _machine()
+    kernel, note = kernel_name(kind)
+    calib = split_tensors(cfg, "train")[0][:64]
+    images, labels = split_tensors(cfg, "test")
+    pre = model.data_preprocessor
+    fq = _fake_quant_fn(model)
+    export = Path(export_dir) if export_dir else ckpt.parent
+    export_file = export / f"{ckpt.stem}_deployed.pt"
+    if kernel.startswith("fake-quant"):
+        deployed, size = fq, None
+    else:
+        deployed = deploy.deploy(model, calib=(calib.float() - pre.mean) / pre.std)
+        size = deploy.save(deployed, export_file, meta=dict(checkpoint=str(ckpt), run=args, kernel=kernel))
+        deployed = deploy.load(export_file)  # measure what a user loads
+    p_fq, p_dep = predictions(fq, images), predictions(deployed, images)
+    with torch.no_grad():
+        x = images[:32]
+        diff = float((fq(x) - deployed(x)).abs().max())
+    x1, xb = images[:1], images[:batch].repeat((batch + len(images) - 1) // len(images), 1, 1, 1)[:batch]
+    lat = {t: median_ms(deployed, x1, t, repeats) for t in threads}
+    lat_fq = {t: median_ms(fq, x1, t, max(1, repeats // 3)) for t in threads}
+    tput = batch / median_ms(deployed, xb, max(threads), min(5, repeats)) * 1e3
+    top_rec, rec_file = recorded_metric(ckpt, args)
+    params_fp32 = sum(p.numel() for p in model.backbone.parameters()) * 4 + sum(
+        p.numel() for p in model.head.parameters()) * 4
+    rec = dict(
+        task="classification", backbone=args["backbone"], variant=args.get("variant"), kind=kind,
+        schedule=args["schedule"], schedule_label=cfg.bench["schedule_label"], checkpoint=str(ckpt),
+        kernel=kernel, note=note, export_file=str(export_file) if size else None, export_bytes=size,
+        fp32_params_bytes=params_fp32, input_size=list(images.shape[1:]),
+        latency_ms_batch1={str(t): round(v, 3) for t, v in lat.items()},
+        fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()},
+        throughput=dict(batch=batch, threads=max(threads), images_per_s=round(tput, 1)), repeats=repeats,
+        top1_deployed=float((p_dep == labels).float().mean()), top1_fake_quant=float((p_fq == labels).float().mean()),
+        top1_recorded=top_rec, record=rec_file, test_images=len(labels),
+        argmax_agreement=float((p_dep == p_fq).float().mean()), max_abs_logit_diff=diff,
+        machine=machine, timing_note="medians on a shared machine (other jobs running); see load_avg_1min_at_start",
+    )
+    name = f"{args['backbone']}{'-' + args['variant'] if args.get('variant') else ''}_{args['schedule']}_{ckpt.parent.name}"
+    out = Path(results_dir) / "deploy" / "classification" / f"{name}.json"
+    atomic_write(out, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    write_table(results_dir)
+    return rec
+
+
+def _mb(b):
+    return f"{b / 1e6:.3f}" if b else "-"
+
+
+def write_table(results_dir=RESULTS_DIR) -> Path:
+    """<results_dir>/deploy.md from every record in <results_dir>/deploy/classification/ (nothing typed by hand)."""
+    folder = Path(results_dir) / "deploy" / "classification"
+    recs = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    order = {"binary": 0, "int8": 1, "fp32": 2}
+    recs.sort(key=lambda r: (order.get(r["kind"], 9), r["checkpoint"]))
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["# Deployed classification models (real kernels on this CPU)", "",
+             "| backbone | schedule | kernel | file (MB) | fp32 params (MB) | batch-1 1T (ms) | batch-1 2T (ms) "
+             "| fake-quant 1T (ms) | throughput (img/s) | top-1 deployed | top-1 fake-quant | top-1 recorded "
+             "| argmax agreement (%) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        lat, lfq, tp = r["latency_ms_batch1"], r["fake_quant_latency_ms_batch1"], r["throughput"]
+        lines.append(f"| {r['backbone']}{' ' + r['variant'] if r.get('variant') else ''} | {r['schedule']} | "
+                     f"{r['kernel']} | {_mb(r['export_bytes'])} | {_mb(r['fp32_params_bytes'])} | "
+                     f"{lat.get('1', '-')} | {lat.get('2', '-')} | {lfq.get('1', '-')} | "
+                     f"{tp['images_per_s']} (batch {tp['batch']}, {tp['threads']}T) | {pct(r['top1_deployed'])} | "
+                     f"{pct(r['top1_fake_quant'])} | {pct(r['top1_recorded'])} | {pct(r['argmax_agreement'])} |")
+    labels = sorted({f"`{r['schedule']}`: {r['schedule_label']}" for r in recs})
+    m = recs[0]["machine"] if recs else {}
+    lines += ["", f"Input {recs[0]['input_size'] if recs else '-'} (the run's test images), batch-1 latency = median "
+              f"of {recs[0]['repeats'] if recs else '-'} calls; CPU: {m.get('cpu')} ({m.get('cores')} cores), "
+              f"torch {m.get('torch')}. The machine was shared with other jobs (1-min load average at the start: "
+              + ", ".join(str(r['machine'].get('load_avg_1min_at_start')) for r in recs) + "): timings are noisy.",
+              "Schedules: " + "; ".join(labels) + "."]
+    if any(r["schedule"] == "smoke" for r in recs):
+        lines.append("Smoke-trained checkpoints: the accuracies show agreement between deployed and fake-quant "
+                     "models, not what the backbones can reach.")
+    lines += [f"- {r['backbone']}: {r['note']}" for r in recs if r.get("note")]
+    out = Path(results_dir) / "deploy.md"
+    atomic_write(out, "\n".join(lines) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- benchmark only: backbones at 224
+def binary_macs(backbone, x):
+    """Binary MACs of one forward (every binary QConv2d: out elements x in channels x k x k)."""
+    from backbones.layers import QConv2d
+    total, hooks = [0], []
+    for m in backbone.modules():
+        if isinstance(m, QConv2d) and m.weight_quantizer.bits == 1 and m.act_quantizer.bits == 1:
+            hooks.append(m.register_forward_hook(lambda mod, i, o: total.__setitem__(
+                0, total[0] + o.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1])))
+    with torch.no_grad():
+        backbone(x)
+    for h in hooks:
+        h.remove()
+    return total[0]
+
+
+def bench_224(repeats=10, threads=(1, 2), size=224):
+    """Batch-1 latency of our three backbones (ImageNet stem, size x size) deployed: fp32, real INT8,
+    packed BNN; prints ms and the ratios. A benchmark, not a test (random weights; INT8 scales
+    observed on random inputs)."""
+    import backbones
+    from backbones import deploy
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, size, size)
+    rows = {}
+    for name in ("fp32", "int8", "binealnet"):
+        m = backbones.build(name, stem="imagenet", out_indices=(3,))
+        if name == "int8":
+            with torch.no_grad():
+                m.train()(torch.randn(2, 3, size, size))  # observe activation scales
+        m.eval()
+        d = deploy.deploy_backbone(m, calib=torch.randn(2, 3, size, size))
+        rows[name] = {t: median_ms(d, x, t, repeats) for t in threads}
+        if name == "binealnet":
+            macs = binary_macs(m, x)
+    print(f"backbones at {size}x{size}, batch 1, median of {repeats} (shared machine: noisy); "
+          f"packed path: {deploy.available()[1]}")
+    for name, r in rows.items():
+        print(f"  {name:10s} " + "  ".join(f"{t}T {v:8.2f} ms" for t, v in r.items()))
+    for t in threads:
+        f, i, b = rows["fp32"][t], rows["int8"][t], rows["binealnet"][t]
+        print(f"  {t}T: int8/fp32 speed-up {f / i:.2f}x, binealnet/int8 speed-up {i / b:.2f}x, "
+              f"binealnet/fp32 speed-up {f / b:.2f}x; binary {macs / 1e9:.2f} GMAC -> "
+              f"{macs / (b * 1e-3) / 1e9:.0f} binary GMAC/s")
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="*", help="work_dirs/classification/<run>/epoch_N.pth (bench_run.json beside)")
+    p.add_argument("--export-dir", default=None, help="where the deployed files go (default: beside each checkpoint)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="records go to <dir>/deploy/classification/, the table to <dir>/deploy.md")
+    p.add_argument("--repeats", type=int, default=30, help="batch-1 calls per latency median")
+    p.add_argument("--batch", type=int, default=64, help="batch of the throughput figure")
+    p.add_argument("--bench-224", action="store_true", help="benchmark only: the three backbones at 224x224")
+    a = p.parse_args(argv)
+    if a.repeats < 1 or a.batch < 1:
+        p.error("--repeats and --batch must be >= 1")
+    if not a.bench_224 and not a.checkpoints:
+        p.error("give checkpoints, or --bench-224")
+    try:
+        if a.bench_224:
+            bench_224(a.repeats)
+        for c in a.checkpoints:
+            r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch)
+            print(f"{r['backbone']}: {r['kernel']}; file {_mb(r['export_bytes'])} MB; batch-1 "
+                  f"{r['latency_ms_batch1']} ms; top-1 deployed {r['top1_deployed']:.3f} vs fake-quant "
+                  f"{r['top1_fake_quant']:.3f} (recorded {r['top1_recorded']}); agreement {r['argmax_agreement']:.3f}")
+        if a.checkpoints:
+            print(f"table: {Path(a.results_dir) / 'deploy.md'}")
+    except BenchError as e:
+        raise SystemExit(f"error: {e}") from None
+    return 0
+
+
+if __name__ == "__main__":
+    main()
