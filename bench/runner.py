@@ -386,6 +386,8 @@ def _optimizer(cfg):
 
 def _jsonable(v):
     """Metric values as JSON: floats, or lists/dicts of floats (per-class IoU, MMA per threshold)."""
+    if v is None:
+        return None
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
