@@ -355,3 +355,17 @@ def test_failed_record_write_keeps_the_finished_run(tmp_path, toy_task, capsys, 
     assert "No space left" in err and str(wd / "record.json") in err
     kept = json.loads((wd / "record.json").read_text())
     assert kept["task"] == "toy" and kept["metric"]["name"] == "acc"
+
+
+def test_overview_reference_row_and_best_recipe(tmp_path):
+    recs = [_record("classification", "int8", 0.70, 600e6, 500e6, 2.0, run="int8-sgd"),
+            _record("classification", "int8", 0.80, 600e6, 500e6, 2.0, run="int8-adamw"),
+            _record("classification", "binealnet", 0.60, 30e6, 20e6, 8.0),
+            dict(_record("classification", "bicubic", 0.5, 1, 1, 1.0), epochs=0)]
+    for r in recs:
+        results.write_record(r, tmp_path)
+    results.report(tmp_path)
+    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
+    assert len(rows) == 1  # the untrained reference row joins the trained group
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[6] == "0.8" and cells[8] == "bicubic 0.5" and cells[9] == "0.750"  # best int8 recipe: 0.6/0.8
