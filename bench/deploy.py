@@ -278,29 +278,40 @@ def bench_224(repeats=10, threads=(1, 2), size=224):
     return rows
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_args(p):
+    """The `bench deploy` flags (bench/cli.py adds them to its `deploy` subcommand)."""
     p.add_argument("checkpoints", nargs="*", help="work_dirs/classification/<run>/epoch_N.pth (bench_run.json beside)")
     p.add_argument("--export-dir", default=None, help="where the deployed files go (default: beside each checkpoint)")
-    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="records go to <dir>/deploy/classification/, the table to <dir>/deploy.md")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR),
+                   help="records go to <dir>/deploy/classification/, the table to <dir>/deploy.md")
     p.add_argument("--repeats", type=int, default=30, help="batch-1 calls per latency median")
     p.add_argument("--batch", type=int, default=64, help="batch of the throughput figure")
     p.add_argument("--bench-224", action="store_true", help="benchmark only: the three backbones at 224x224")
-    a = p.parse_args(argv)
+
+
+def run(a):
+    """Run parsed `bench deploy` arguments; BenchError for bad input."""
     if a.repeats < 1 or a.batch < 1:
-        p.error("--repeats and --batch must be >= 1")
+        raise BenchError("--repeats and --batch must be >= 1")
     if not a.bench_224 and not a.checkpoints:
-        p.error("give checkpoints, or --bench-224")
+        raise BenchError("give checkpoints, or --bench-224")
+    if a.bench_224:
+        bench_224(a.repeats)
+    for c in a.checkpoints:
+        r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch)
+        print(f"{r['backbone']}: {r['kernel']}; file {_mb(r['export_bytes'])} MB; batch-1 "
+              f"{r['latency_ms_batch1']} ms; top-1 deployed {r['top1_deployed']:.3f} vs fake-quant "
+              f"{r['top1_fake_quant']:.3f} (recorded {r['top1_recorded']}); agreement {r['argmax_agreement']:.3f}"
+              + (f"; NOTE {r['note']}" if r.get("note") else ""))
+    if a.checkpoints:
+        print(f"table: {Path(a.results_dir) / 'deploy.md'}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(p)
     try:
-        if a.bench_224:
-            bench_224(a.repeats)
-        for c in a.checkpoints:
-            r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch)
-            print(f"{r['backbone']}: {r['kernel']}; file {_mb(r['export_bytes'])} MB; batch-1 "
-                  f"{r['latency_ms_batch1']} ms; top-1 deployed {r['top1_deployed']:.3f} vs fake-quant "
-                  f"{r['top1_fake_quant']:.3f} (recorded {r['top1_recorded']}); agreement {r['argmax_agreement']:.3f}")
-        if a.checkpoints:
-            print(f"table: {Path(a.results_dir) / 'deploy.md'}")
+        run(p.parse_args(argv))
     except BenchError as e:
         raise SystemExit(f"error: {e}") from None
     return 0

@@ -194,9 +194,13 @@ def task_table(records: list[dict]) -> str:
             tp = _throughput(r)
             row = [r["backbone"], r["variant"] or "", _settings(r), fmt(r["metric"]["name"], r["metric"]["value"])]
             row += [fmt(k, r["metric"].get("secondary", {}).get(k)) for k in sec]
-            row += [_fmt(c["ops"], 1e6), _fmt(_backbone_ops(r), 1e6), _fmt(c["bops"], 1e9),
-                    _fmt(c["macs_by_bits"].get("32/32", 0), 1e6), _fmt(c["params"], 1e6), _fmt(c["size_bits"], 8e6),
-                    _input(r), _fmt(_latency_ms(r), 1, 3),
+            if _is_reference(r) and not c["macs"]:  # e.g. SIFT: no conv layers for the counter to see
+                row += ["n/a"] * 6
+            else:
+                row += [_fmt(c["ops"], 1e6), _fmt(_backbone_ops(r), 1e6), _fmt(c["bops"], 1e9),
+                        _fmt(c["macs_by_bits"].get("32/32", 0), 1e6), _fmt(c["params"], 1e6),
+                        _fmt(c["size_bits"], 8e6)]
+            row += [_input(r), _fmt(_latency_ms(r), 1, 3),
                     f"{tp:.3g} @b{r['speed']['throughput_batch']}" if tp else "", f"{r['wall_s']:.0f}",
                     _fmt(r.get("seed_reported")), f"[json]({r['_file']})"]
             lines.append("| " + " | ".join(row) + " |")
@@ -220,9 +224,14 @@ def task_plot(records: list[dict], path: Path) -> None:
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    models = sorted({_model_of(r) for r in records})
-    sched = sorted({f"{r['schedule']} ({r['epochs']} ep), {r['data']['name']}" for r in records})
-    for r in records:
+    trained = [r for r in records if not _is_reference(r)] or records
+    models = sorted({_model_of(r) for r in trained})
+    sched = sorted({f"{r['schedule']} ({r['epochs']} ep), {r['data']['name']}" for r in trained})
+    for r in [r for r in records if _is_reference(r)]:  # untrained rows: a level to beat, drawn across
+        ax.axhline(r["metric"]["value"], color="tab:gray", ls="--", lw=1)
+        ax.annotate(r["backbone"], (0.01, r["metric"]["value"]), xycoords=("axes fraction", "data"), fontsize=7,
+                    color="tab:gray", xytext=(0, 2), textcoords="offset points")
+    for r in [r for r in records if not _is_reference(r)]:
         colour = COLOURS.get(r["backbone"], "tab:gray")
         marker = MARKERS[models.index(_model_of(r)) % len(MARKERS)]
         ax.scatter(r["cost"]["ops"], r["metric"]["value"], c=colour, marker=marker, s=36,
@@ -230,7 +239,7 @@ def task_plot(records: list[dict], path: Path) -> None:
     handles = [Line2D([], [], color=c, marker="o", ls="", label=b) for b, c in COLOURS.items()
                if any(r["backbone"] == b for r in records)]
     handles += [Line2D([], [], color=COLOURS.get(b, "tab:gray"), marker="o", ls="", label=b)
-                for b in sorted({r["backbone"] for r in records} - set(COLOURS))]
+                for b in sorted({r["backbone"] for r in records if not _is_reference(r)} - set(COLOURS))]
     if len(models) > 1:
         handles += [Line2D([], [], color="k", marker=MARKERS[i % len(MARKERS)], ls="", label=m)
                     for i, m in enumerate(models)]

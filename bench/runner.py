@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import subprocess
 import time
@@ -67,7 +68,9 @@ def device_name(device: str) -> str:
 def run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts) -> str:
     parts = [backbone + (f"-{variant}" if variant else ""), schedule + (f"{epochs}ep" if epochs else ""),
              Path(data_root).name]
-    parts += [f"{k}-{v}" for k, v in sorted(task_opts.items()) if v is not None]
+    # option values may be paths: keep the name one safe file name
+    safe = lambda v: re.sub(r"[^A-Za-z0-9._=+-]+", "_", str(v)).strip("._") or "_"  # noqa: E731
+    parts += [f"{k}-{safe(v)}" for k, v in sorted(task_opts.items()) if v is not None]
     return "_".join(parts) + f"_s{seed}"
 
 

@@ -28,6 +28,28 @@ def backbone_kwargs(task, backbone: str, variant=None, width=None, **extra) -> d
         raise BenchError(str(e)) from None
 
 
+#: precisions a dense task's neck and head can take (one recorded choice for all three backbones)
+HEAD_PRECISIONS = ("fp32", "int8", "binary")
+
+
+def check_head_precision(precision: str) -> str:
+    if precision not in HEAD_PRECISIONS:
+        raise BenchError(f"head precision must be one of {HEAD_PRECISIONS}; got {precision!r}")
+    return precision
+
+
+def pretrained(init_from) -> dict | None:
+    """``init_cfg`` that loads the backbone.* weights of a checkpoint of ours (``--init-from``)."""
+    from pathlib import Path
+
+    from .base import DataError
+    if not init_from:
+        return None
+    if not Path(init_from).is_file():
+        raise DataError(f"{init_from}: --init-from checkpoint not found (expected a .pth written by `bench run`)")
+    return dict(type="Pretrained", checkpoint=str(init_from), prefix="backbone.")
+
+
 def backbone_channels(kwargs: dict) -> list[int]:
     """Output channels of the stages in ``out_indices``, without allocating weights."""
     plain = {k: v for k, v in kwargs.items() if k not in ("type", "init_cfg")}

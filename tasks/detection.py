@@ -56,7 +56,7 @@ SCHEDULES = {
                                          "one GPU, batch 16, Adam 5e-4)"),
 }
 MODELS_ = ("centernet", "retinanet")
-HEAD_PRECISIONS = ("fp32", "int8", "binary")
+HEAD_PRECISIONS = common.HEAD_PRECISIONS
 #: convs that produce the predictions: INT8 rather than binary under head_precision=binary
 OUTPUT_CONVS = {"centernet": ("heatmap_head.2", "wh_head.2", "offset_head.2"),
                 "retinanet": ("retina_cls", "retina_reg")}
@@ -349,10 +349,8 @@ def _build_config(task, backbone, data_root, schedule, work_dir, seed, epochs=No
 
     if model not in MODELS_:
         raise ValueError(f"unknown detection model {model!r}; expected one of {MODELS_}")
-    if head_precision not in HEAD_PRECISIONS:
-        raise ValueError(f"head precision must be one of {HEAD_PRECISIONS}; got {head_precision!r}")
-    if init_from and not Path(init_from).is_file():
-        raise DataError(f"{init_from}: --init-from checkpoint not found (expected a .pth written by `bench run`)")
+    common.check_head_precision(head_precision)
+    init_cfg = common.pretrained(init_from)
     _register()
     s = SCHEDULES[schedule]
     epochs = s["epochs"] if epochs is None else epochs
@@ -363,8 +361,8 @@ def _build_config(task, backbone, data_root, schedule, work_dir, seed, epochs=No
     bb = common.backbone_kwargs(task, backbone, variant, width, out_indices=out_indices)
     channels = common.backbone_channels(bb)
     bb["type"] = "BiNealNet"
-    if init_from:
-        bb["init_cfg"] = dict(type="Pretrained", checkpoint=str(init_from), prefix="backbone.")
+    if init_cfg:
+        bb["init_cfg"] = init_cfg
     det = (_centernet if model == "centernet" else _retinanet)(bb, channels, len(classes))
     if head_precision != "fp32":
         det = common.quantized_model(dict(type="BenchQuantNeckHead", detector=det, precision=head_precision,

@@ -92,7 +92,7 @@ SCHEDULES = {
                         "poly)"),
 }
 MODELS_ = ("fcn", "deeplabv3", "fpn")
-HEAD_PRECISIONS = ("fp32", "int8", "binary")
+HEAD_PRECISIONS = common.HEAD_PRECISIONS
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
@@ -308,10 +308,8 @@ class Segmentation(Task):
         model = model or s["model"]
         if model not in MODELS_:
             raise BenchError(f"unknown segmentation model {model!r}; expected one of {MODELS_}")
-        if head_precision not in HEAD_PRECISIONS:
-            raise BenchError(f"head precision must be one of {HEAD_PRECISIONS}; got {head_precision!r}")
-        if init_from and not Path(init_from).is_file():
-            raise DataError(f"{init_from}: --init-from checkpoint not found (expected a .pth written by `bench run`)")
+        common.check_head_precision(head_precision)
+        init_cfg = common.pretrained(init_from)
         _register()
         epochs = s["epochs"] if epochs is None else epochs
         root = Path(data_root).resolve()
@@ -326,8 +324,8 @@ class Segmentation(Task):
                                     dilations=(1, 1, 2, 4) if dilated else (1, 1, 1, 1))
         channels = common.backbone_channels(bb)
         bb["type"] = "BiNealNet"
-        if init_from:
-            bb["init_cfg"] = dict(type="Pretrained", checkpoint=str(init_from), prefix="backbone.")
+        if init_cfg:
+            bb["init_cfg"] = init_cfg
         conv_cfg = None if head_precision == "fp32" else dict(type="QConv", w=head_precision, a=head_precision)
         act_cfg = None if head_precision == "binary" else dict(type="ReLU")
         neck, head, aux = _heads(model, channels, lay["n_classes"], conv_cfg, act_cfg)

@@ -217,7 +217,7 @@ def test_seed_variant_and_options_are_in_config(tmp_path):
     cfg = DET.build_config("binealnet", DET.DEFAULT_DATA, "smoke", tmp_path, 3, variant="binary-ds3-clip-lr0.1",
                            model="retinanet", width=1.0, head_precision="int8")
     assert cfg.bench.backbone["aux_lr_mult"] == 0.1 and cfg.bench.width == 1.0 and cfg.randomness.seed == 3
-    assert cfg.optim_wrapper.paramwise_cfg.custom_keys["_quantizer."]["lr_mult"] == 0.1
+    assert cfg.optim_wrapper.paramwise_cfg.aux_lr_mult == 0.1 and cfg.optim_wrapper.constructor == "BenchParamGroups"
     assert cfg.model.type == "QuantScalesAfterInit" and cfg.model.model.type == "BenchQuantNeckHead"
     assert cfg.model.model.detector.type == "RetinaNet"
     assert DET.example_inputs("paper")[0].shape == (1, 3, 512, 512)

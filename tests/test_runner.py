@@ -271,4 +271,4 @@ def test_cuda_config_uses_bf16_amp(tmp_path):
     cpu = cls.build_config("binealnet", cls.DEFAULT_DATA, "paper", tmp_path, 0, variant="binary-ds3-clip-lr0.1")
     assert cpu.optim_wrapper.type == "OptimWrapper"
     assert cpu.param_scheduler[0].type == "CosineRestartLR" and sum(cpu.param_scheduler[0].periods) == 400
-    assert cpu.optim_wrapper.paramwise_cfg.custom_keys["_quantizer."]["lr_mult"] == 0.1
+    assert cpu.optim_wrapper.paramwise_cfg.aux_lr_mult == 0.1
