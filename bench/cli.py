@@ -222,6 +222,11 @@ def cmd_cost(a):
     print(format_table(count_cost(model, torch.zeros(shape))))
 
 
+def cmd_deploy(a):
+    from .deploy import run
+    run(a)
+
+
 def cmd_list(a):
     from .reference import SEED_CIFAR10_TOP1, SEED_SOURCE
     print("tasks:")
@@ -304,6 +309,11 @@ def build_parser(task_name=None):
         co.add_argument("--width", type=float, default=None, help="backbone width multiplier")
     _add_task_option_flags(co, task)
     co.set_defaults(func=cmd_cost)
+    dp = sub.add_parser("deploy", help="classification checkpoints on real INT8 / packed 1-bit kernels: export, size, "
+                        "latency, deployed top-1 (results/deploy/, results/deploy.md)")
+    from .deploy import add_args as _deploy_args
+    _deploy_args(dp)
+    dp.set_defaults(func=cmd_deploy)
     ls = sub.add_parser("list", help="tasks, schedules, task options, backbones, variants, datasets")
     ls.set_defaults(func=cmd_list)
     return p

@@ -214,7 +214,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 
 
 def test_cli_help_for_every_command(capsys):
-    for cmd in ("run", "compare", "ablate", "eval", "report", "cost", "list"):
+    for cmd in ("run", "compare", "ablate", "eval", "report", "cost", "deploy", "list"):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
