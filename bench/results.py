@@ -96,7 +96,7 @@ def _group_key(r):
 def _settings(r) -> str:
     """The resolved choices a reader needs to compare rows (from the config dump, not the flags)."""
     b = r.get("config", {}).get("bench", {})
-    width = b.get("width") or b.get("backbone", {}).get("width")
+    width = b.get("width") or (b.get("backbone") or {}).get("width")
     if width is None:  # the preset's own width
         import backbones
         width = backbones.PRESETS.get(r["backbone"], {}).get("width")

@@ -371,7 +371,7 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "cost_input": [list(x.shape) for x in task.example_inputs(schedule)],
         "speed": measure_speed(task, schedule, model, device),
         "schedule": schedule, "schedule_label": task.SCHEDULES[schedule].get("label", schedule), "epochs": epochs,
-        "seed": args["seed"], "data": task.data_info(args["data"], schedule),
+        "seed": args["seed"], "data": task.data_info(args["data"], schedule, **task.options_with_defaults(args["task_options"])),
         "task_options": {k: v for k, v in args["task_options"].items() if v is not None},
         "task_options_resolved": task.options_with_defaults(args["task_options"]),
         "seed_reported": SEED_CIFAR10_TOP1.get(variant) if variant and task.NAME == "classification" else None,

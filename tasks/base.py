@@ -58,8 +58,9 @@ class Task:
         """Raise ``DataError("<file>: <what was expected>")`` for anything the loaders would choke on."""
         raise NotImplementedError
 
-    def data_info(self, root, schedule=None) -> dict:
-        """Name, path, file count and a sha256 over the relative paths and bytes of every file."""
+    def data_info(self, root, schedule=None, **options) -> dict:
+        """Name, path, file count and a sha256 over the relative paths and bytes of every file
+        (``options``: the run's task options, for tasks whose data depends on them)."""
         root = Path(root)
         h, n = hashlib.sha256(), 0
         for f in sorted(p for p in root.rglob("*") if p.is_file()):

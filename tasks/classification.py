@@ -330,7 +330,7 @@ class Classification(Task):
     def validate_data(self, root):
         _validate(root)
 
-    def data_info(self, root, schedule="short"):
+    def data_info(self, root, schedule="short", **_):
         return _data_info(root, schedule)
 
     def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,

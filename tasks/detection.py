@@ -450,7 +450,7 @@ class Detection(Task):
     def validate_data(self, root):
         _validate(root)
 
-    def data_info(self, root, schedule=None):
+    def data_info(self, root, schedule=None, **_):
         return _data_info(root, schedule)
 
     def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,

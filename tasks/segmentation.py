@@ -297,7 +297,7 @@ class Segmentation(Task):
     def validate_data(self, root):
         validate_data(root)
 
-    def data_info(self, root, schedule=None):
+    def data_info(self, root, schedule=None, **_):
         return data_info(root, schedule)
 
     def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,

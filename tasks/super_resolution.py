@@ -424,7 +424,7 @@ class SuperResolution(Task):
         if lay["train"] is not None and not lay["single"]:
             _check_folder(lay["train"], 1)
 
-    def data_info(self, root, schedule=None, test_set=None):
+    def data_info(self, root, schedule=None, test_set=None, **_):
         """Folders, image counts and a sha256 over relative paths and bytes of the images used."""
         root = Path(root)
         lay = _layout(root, test_set)
