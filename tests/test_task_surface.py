@@ -180,7 +180,7 @@ def test_a_new_task_is_one_class(tmp_path, toy_task, capsys, monkeypatch):
     assert rec["cost"]["macs_by_bits"]["1/1"] > 0
     results.report(res)
     table = (res / "toy.md").read_text()
-    assert "| binealnet |  | width=0.25 |" in table and "toy" in (res / "README.md").read_text()
+    assert "| binealnet |  | width=0.25, recipe=task-default |" in table and "toy" in (res / "README.md").read_text()
     # its options are its own: another task's flag is refused in one line
     with pytest.raises(SystemExit) as e:
         main(["run", "--task", "toy", "--compile", "true"])
