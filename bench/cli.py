@@ -159,10 +159,13 @@ def cmd_compare(a):
     needs_teacher = [b for b in names if b != "fp32" and uses_teacher(b)]
     if needs_teacher and not kw["teacher"]:
         # the teacher is this comparison's own fp32 run: train it first and hand its checkpoint on
-        if "fp32" not in names:
+        if "fp32" in names:
+            names = ["fp32"] + [b for b in names if b != "fp32"]
+        elif any(b in recipes for b in needs_teacher):  # asked for by name (a default falls back by itself)
             raise BenchError(f"{', '.join(needs_teacher)}: their recipes need the fp32 model; add fp32 to "
                              "--backbones or give --teacher")
-        names = ["fp32"] + [b for b in names if b != "fp32"]
+        else:
+            needs_teacher = []
     teacher = kw.pop("teacher")
     for b in names:
         rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)

@@ -151,14 +151,14 @@ def _is_reference(r) -> bool:
 
 
 def _groups(records):
-    """Comparable records by ``_group_key``; an untrained reference row (0 epochs) joins every group
-    of its schedule, data and options whatever their epochs."""
+    """Comparable records by ``_group_key``; an untrained row (0 epochs: a reference such as bicubic,
+    or INT8 by post-training quantization) joins every group of its schedule, data and options."""
     groups = defaultdict(list)
     for r in records:
-        if not _is_reference(r):
+        if r["epochs"]:
             groups[_group_key(r)].append(r)
     for r in records:
-        if _is_reference(r):
+        if not r["epochs"]:
             k = _group_key(r)
             homes = [g for g in groups if g[0] == k[0] and g[2:] == k[2:]] or [k]
             for g in homes:

@@ -214,6 +214,13 @@ def resolve_recipe(task, backbone, recipe_name, teacher):
             raise BenchError(f"{backbone} is a reference row with nothing to train; it takes no --recipe")
         return None
     recipe = recipes.get(name)
+    if not recipe_name and not teacher and recipe.without_teacher:
+        # a task's default that distils, run alone (`bench compare` trains and passes the teacher)
+        import sys
+        print(f"bench: {task.NAME}'s default recipe for {backbone} is {name}, which distils from an fp32 teacher; "
+              f"none given, so training with {recipe.without_teacher} (give --teacher CKPT, or use bench compare)",
+              file=sys.stderr)
+        recipe = recipes.get(recipe.without_teacher)
     recipes.check(recipe, backbone, teacher)
     return recipe
 

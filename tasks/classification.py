@@ -321,6 +321,9 @@ class Classification(Task):
     SECONDARY_KEYS = ("top5",)
     DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "cifar10-sample"
     SCHEDULES = SCHEDULES
+    #: the best recipe per precision in the recorded sweep (scripts/sweep_classification.sh; records
+    #: results/classification/*_sweep_*; table results/classification.md, schedule `sweep`)
+    DEFAULT_RECIPES = {"binealnet": "adamw-kd", "int8": "sgd", "fp32": "sgd"}
     OPTIONS = {
         "width": option(float, help="backbone width multiplier (default: the preset's)"),
         "compile": option(lambda v: {"true": True, "false": False}[v.lower()], False, ["true", "false"],

@@ -41,6 +41,7 @@ class Recipe:
     from_teacher: bool = False        # start from the FP32 teacher's weights (INT8 QAT / PTQ)
     train: bool = True                # False: no training (PTQ: calibrate, then evaluate)
     calibration_batches: int = 0      # PTQ: training batches observed for the INT8 activation scales
+    without_teacher: str | None = None  # as a task's default with no teacher at hand, train this one
 
     def lr_for(self, batch_size: int) -> float:
         return self.lr * batch_size / self.ref_batch
@@ -57,7 +58,7 @@ RECIPES = {r.name: r for r in [
     Recipe("adamw", "AdamW 2e-3 per 256 images, wd 1e-2 on float/INT8 weights and none on binary latent "
                     "weights, 1-epoch warm-up, cosine", **_ADAMW),
     Recipe("adamw-kd", "adamw with the loss replaced by ReActNet's distribution loss from the FP32 teacher",
-           **_ADAMW, distill=True),
+           **_ADAMW, distill=True, without_teacher="adamw"),
     Recipe("two-stage", "adamw; first half of the epochs binary activations with float weights, second half "
                         "binary weights initialised from the first (ReActNet's two steps in one budget)",
            **_ADAMW, two_stage=True),

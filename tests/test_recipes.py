@@ -125,7 +125,7 @@ def test_compare_trains_the_teacher_first_and_records_recipes(tmp_path, cifar_ro
     assert recs["binealnet"]["recipe"]["name"] == "adamw-kd" and recs["binealnet"]["recipe"]["distill"]
     assert recs["binealnet"]["teacher"]["run"]["backbone"] == "fp32" and recs["binealnet"]["teacher"]["wall_s"] > 0
     assert recs["int8"]["recipe"]["name"] == "ptq" and recs["int8"]["epochs"] == 0
-    assert recs["fp32"]["recipe"]["name"] == "task-default"
+    assert recs["fp32"]["recipe"]["name"] == tasks.get("classification").DEFAULT_RECIPES["fp32"]
     assert "recipe=adamw-kd" in (res / "classification.md").read_text()
 
 
