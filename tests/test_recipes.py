@@ -115,10 +115,13 @@ def test_ptq_calibration_tracks_the_float_model():
     assert all(bool(m.observed) for m in q.modules() if isinstance(m, Int8Quantizer) and not m.per_channel)
 
 
-def test_compare_trains_the_teacher_first_and_records_recipes(tmp_path, cifar_root, capsys):
+def test_compare_trains_the_teacher_first_and_reports_from_records(tmp_path, cifar_root, capsys):
+    """`bench compare` with binealnet's default (distilling) recipe and INT8 by PTQ: the fp32 teacher
+    is trained first and handed on; the tables are rebuilt from the records alone."""
     res = tmp_path / "res"
+    assert tasks.get("classification").DEFAULT_RECIPES["binealnet"] == "adamw-kd"
     assert main(["compare", "--task", "classification", "--data", str(cifar_root), "--results-dir", str(res),
-                 "--backbones", "binealnet,int8,fp32", "--recipe", "binealnet=adamw-kd,int8=ptq", *TINY]) == 0
+                 "--backbones", "binealnet,int8,fp32", "--recipe", "int8=ptq", *TINY]) == 0
     out = capsys.readouterr().out
     assert out.index("classification fp32") < out.index("classification binealnet")  # teacher first
     recs = {r["backbone"]: r for r in results.load_records(res, "classification")}
@@ -126,7 +129,16 @@ def test_compare_trains_the_teacher_first_and_records_recipes(tmp_path, cifar_ro
     assert recs["binealnet"]["teacher"]["run"]["backbone"] == "fp32" and recs["binealnet"]["teacher"]["wall_s"] > 0
     assert recs["int8"]["recipe"]["name"] == "ptq" and recs["int8"]["epochs"] == 0
     assert recs["fp32"]["recipe"]["name"] == tasks.get("classification").DEFAULT_RECIPES["fp32"]
-    assert "recipe=adamw-kd" in (res / "classification.md").read_text()
+    md = (res / "classification.md").read_text()
+    assert "recipe=adamw-kd" in md and "| int8 |" in md and "OPs (M)" in md
+    assert (res / "classification.png").stat().st_size > 1000
+    overview = (res / "README.md").read_text()
+    ratio = recs["binealnet"]["cost"]["ops"] / recs["int8"]["cost"]["ops"]
+    assert f"| {ratio:.3f} |" in overview  # the untrained PTQ row sits in the trained rows' group
+    # report again from the records alone: the same table
+    (res / "classification.md").unlink()
+    assert main(["report", "--results-dir", str(res)]) == 0
+    assert (res / "classification.md").read_text() == md
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -56,26 +56,6 @@ def test_smoke_run_writes_complete_record(tmp_path, cifar_root):
     assert sp["throughput_batch"] == 8 and sp["postprocess"] is False and sp["latency_ms_b1"] > 0
 
 
-def test_compare_then_report_from_records_alone(tmp_path, cifar_root):
-    res = tmp_path / "res"
-    assert main(["compare", "--task", "classification", "--data", str(cifar_root), "--results-dir", str(res),
-                 *TINY]) == 0
-    recs = results.load_records(res, "classification")
-    assert sorted(r["backbone"] for r in recs) == ["binealnet", "fp32", "int8"]
-    md = (res / "classification.md").read_text()
-    assert "| binealnet |" in md and "| int8 |" in md and "OPs (M)" in md
-    assert (res / "classification.png").stat().st_size > 1000
-    overview = (res / "README.md").read_text()
-    assert "OPs BNN/INT8" in overview
-    by = {r["backbone"]: r for r in recs}
-    ratio = by["binealnet"]["cost"]["ops"] / by["int8"]["cost"]["ops"]
-    assert f"{ratio:.3f}" in overview
-    # report again from the records alone: same table
-    (res / "classification.md").unlink()
-    assert main(["report", "--results-dir", str(res)]) == 0
-    assert (res / "classification.md").read_text() == md
-
-
 def test_same_seed_same_metric_on_cpu(tmp_path, cifar_root):
     vals = []
     for i in range(2):
