@@ -59,8 +59,7 @@ class QConv2d(nn.Conv2d):
             return 0.0
         cache = self.cache_border and not self.training and not torch.is_grad_enabled()
         if cache:
-            params = [p for p in self.parameters()]
-            key = (tuple(a.shape[1:]), a.dtype, a.device, tuple((id(p), p._version) for p in params))
+            key = (tuple(a.shape[1:]), a.dtype, a.device, tuple((id(p), p._version) for p in self.parameters()))
             if self._border_cache is not None and self._border_cache[0] == key:
                 return self._border_cache[1]
         ring = F.pad(a.new_zeros((1,) + a.shape[1:]), (pw, pw, ph, ph), value=float(pad_unit))

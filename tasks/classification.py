@@ -374,8 +374,7 @@ class Classification(Task):
             optim_wrapper=common.optim_wrapper(device, optim, bb.get("aux_lr_mult", 1.0)),
             param_scheduler=sched,
             default_hooks=common.default_hooks(),
-            randomness=dict(seed=seed, deterministic=False),
-            env_cfg=common.env_cfg(device),
+            **common.runtime(seed, device),
             bench=dict(schedule=schedule, schedule_label=s["label"], head_precision=HEAD_PRECISION, backbone=bb,
                        width=bb["width"], input_size=s["input_size"]),
         ))

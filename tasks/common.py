@@ -73,6 +73,11 @@ def default_hooks(log_interval: int = 20) -> dict:
                 sampler_seed=dict(type="DistSamplerSeedHook"))
 
 
+def runtime(seed: int, device: str) -> dict:
+    """The seed and environment keys of every task's Runner config."""
+    return dict(randomness=dict(seed=seed, deterministic=False), env_cfg=env_cfg(device))
+
+
 def env_cfg(device: str) -> dict:
     cuda = device == "cuda"
     return dict(cudnn_benchmark=cuda, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

@@ -717,8 +717,7 @@ class Matching(Task):
             test_dataloader=test_loader, test_cfg=dict(type="TestLoop"),
             test_evaluator=dict(type="HPatchesMetric"),
             default_hooks=common.default_hooks(),
-            randomness=dict(seed=seed, deterministic=False),
-            env_cfg=common.env_cfg(device),
+            **common.runtime(seed, device),
         )
         if sift:
             cfg.update(model=dict(type="SIFTModel", num_features=k), train_dataloader=None, train_cfg=None,

@@ -467,8 +467,7 @@ class SuperResolution(Task):
         cfg = dict(default_scope="mmengine", work_dir=str(work_dir),
                    custom_imports=dict(imports=["backbones.openmmlab"], allow_failed_imports=False),
                    test_dataloader=test_loader, test_cfg=dict(), test_evaluator=evaluator,
-                   default_hooks=common.default_hooks(), randomness=dict(seed=seed, deterministic=False),
-                   env_cfg=common.env_cfg(device))
+                   default_hooks=common.default_hooks(), **common.runtime(seed, device))
         if baseline:
             cfg.update(model=dict(type="BenchBicubic", scale=scale), train_dataloader=None, train_cfg=None,
                        optim_wrapper=None, param_scheduler=None, val_dataloader=None, val_cfg=None,
