@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tasks.base import BenchError
 
 from .results import RESULTS_DIR, atomic_write, check_writable
+from .runner import COMMIT, _versions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -183,7 +184,8 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
         top1_deployed=float((p_dep == labels).float().mean()), top1_fake_quant=float((p_fq == labels).float().mean()),
         top1_recorded=top_rec, record=rec_file, test_images=len(labels),
         argmax_agreement=float((p_dep == p_fq).float().mean()), max_abs_logit_diff=diff,
-        machine=machine, timing_note="medians on a shared machine (other jobs running); see load_avg_1min_at_start",
+        machine=machine, timing_note="medians; see load_avg_1min_at_start for how busy the machine was",
+        commit=COMMIT, versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
     )
     name = f"{args['backbone']}{'-' + args['variant'] if args.get('variant') else ''}_{args['schedule']}_{ckpt.parent.name}"
     out = Path(results_dir) / "deploy" / "classification" / f"{name}.json"
