@@ -24,7 +24,7 @@ def _task_or_none(name):
 def _add_run_args(p, task, with_backbone=True):
     p.add_argument("--task", required=True, choices=sorted(tasks.TASKS), help="which task to train and evaluate")
     if with_backbone:
-        rows = f" or a reference row: {', '.join(task.BASELINES)}" if task and getattr(task, "BASELINES", ()) else ""
+        rows = f" or a reference row: {', '.join(task.BASELINES)}" if task and task.BASELINES else ""
         p.add_argument("--backbone", default="binealnet", help=f"one of {sorted(backbones.PRESETS)}{rows} "
                                                                 "(default binealnet)")
         p.add_argument("--variant", default=None, choices=sorted(backbones.VARIANTS), metavar="VARIANT",
@@ -154,8 +154,9 @@ def cmd_compare(a):
     recipes = _recipes(a.recipe, names)
     task = tasks.get(a.task)
     def uses_teacher(b):
-        r = recipes.get(b) or task.DEFAULT_RECIPES.get(b)
-        return bool(r) and b not in task.BASELINES and (get_recipe(r).distill or get_recipe(r).from_teacher)
+        name = recipes.get(b) or task.DEFAULT_RECIPES.get(b)
+        r = get_recipe(name) if name and b not in task.BASELINES else None
+        return bool(r) and (r.distill or r.from_teacher)
     needs_teacher = [b for b in names if b != "fp32" and uses_teacher(b)]
     if needs_teacher and not kw["teacher"]:
         # the teacher is this comparison's own fp32 run: train it first and hand its checkpoint on
@@ -282,7 +283,7 @@ def build_parser(task_name=None):
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("compare", help="binealnet, int8 and fp32 with the same head, data and schedule; then report")
     _add_run_args(c, task, with_backbone=False)
-    default_rows = ",".join(list(backbones.PRESETS) + list(getattr(task, "BASELINES", ()) if task else ()))
+    default_rows = ",".join(list(backbones.PRESETS) + list(task.BASELINES if task else ()))
     c.add_argument("--backbones", default=default_rows, help=f"comma-separated (default {default_rows})")
     c.set_defaults(func=cmd_compare)
     ab = sub.add_parser("ablate", help="the seed's ablation rows as variants of binealnet, beside its accuracies")

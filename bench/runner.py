@@ -78,7 +78,7 @@ def run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts) ->
 def check_args(task_name, backbone, variant, schedule, epochs, device):
     """Every bad option becomes one clear line before anything is built."""
     task = tasks.get(task_name)
-    if backbone in getattr(task, "BASELINES", ()):
+    if backbone in task.BASELINES:
         if variant is not None:
             raise BenchError(f"{backbone} is a reference row of {task_name} with no backbone; it takes no --variant")
     else:
@@ -86,7 +86,7 @@ def check_args(task_name, backbone, variant, schedule, epochs, device):
             backbones.preset_kwargs(backbone, variant)
         except ValueError as e:
             raise BenchError(f"{e}" + (f" (or a reference row of {task_name}: {', '.join(task.BASELINES)})"
-                                       if getattr(task, "BASELINES", ()) else "")) from None
+                                       if task.BASELINES else "")) from None
     if schedule not in task.SCHEDULES:
         raise BenchError(f"unknown schedule {schedule!r} for {task_name}; expected one of {sorted(task.SCHEDULES)}")
     if epochs is not None and epochs < 1:
@@ -181,7 +181,8 @@ def measure_speed(task, schedule, model, device, seconds=1.5) -> dict:
     with torch.no_grad():
         for batch in (1, THROUGHPUT_BATCH):
             xs = _inputs(task, schedule, device, batch)
-            times = [timed(xs) for _ in range(2)]  # warm-up (and the eval-mode border cache)
+            for _ in range(2):  # warm-up (and the eval-mode border cache)
+                timed(xs)
             t_end = time.perf_counter() + seconds
             times = []
             while time.perf_counter() < t_end or len(times) < 3:
@@ -210,7 +211,7 @@ def resolve_recipe(task, backbone, recipe_name, teacher):
     the task's own optimizer), checked against the backbone and the teacher."""
     from tasks import recipes
     name = recipe_name or task.DEFAULT_RECIPES.get(backbone)
-    if name is None or backbone in getattr(task, "BASELINES", ()):
+    if name is None or backbone in task.BASELINES:
         if recipe_name:
             raise BenchError(f"{backbone} is a reference row with nothing to train; it takes no --recipe")
         return None
@@ -246,7 +247,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     task = check_args(task_name, backbone, variant, schedule, epochs, device)
     task_opts = {k: v for k, v in task_opts.items() if v is not None}  # as given: names the run
     resolved = task.options_with_defaults(task_opts)
-    baseline = backbone in getattr(task, "BASELINES", ())
+    baseline = backbone in task.BASELINES
     the_recipe = resolve_recipe(task, backbone, recipe, teacher)
     import backbones.openmmlab  # noqa: F401  (mmcv ops stand-in, checkpoint loading fix, registration)
     from mmengine.dist import get_rank
