@@ -38,8 +38,9 @@ def _add_run_args(p, task, with_backbone=True):
     p.add_argument("--work-dir", default=None, help="checkpoints and logs (default work_dirs/<task>/<run>)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted run from its last checkpoint")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
-                   help="multi-GPU: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
+    p.add_argument("--launcher", default="none", choices=["none", "pytorch"],
+                   help="multi-process training: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch "
+                        "(gloo on CPU, NCCL on CUDA); the schedule's batch is the global batch, split over the N")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
     defaults = ", ".join(f"{b}={r}" for b, r in task.DEFAULT_RECIPES.items()) if task else ""
     p.add_argument("--recipe", default=None,

@@ -1,4 +1,5 @@
-"""mmengine hooks the runner adds to every task: stop on a NaN loss, show a progress bar."""
+"""mmengine hooks the runner adds to every task: stop on a NaN loss, show a progress bar, make
+``--resume`` equal an uninterrupted run."""
 from __future__ import annotations
 
 import math
@@ -43,3 +44,46 @@ class ProgressBarHook(Hook):
 
     def after_train_epoch(self, runner):
         self.bar.close()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed every RNG gets at the start of an epoch: a function of (run seed, epoch) only."""
+    return (seed * 1_000_003 + epoch * 7_919 + 1) % 2**31
+
+
+@HOOKS.register_module()
+class ResumableRunState(Hook):
+    """What a resumed run needs to equal an uninterrupted one.
+
+    - Randomness: every RNG (python, numpy, torch, cuda) is reseeded at each epoch start from
+      (seed, epoch), so augmentation after ``--resume`` draws what the uninterrupted run drew. (Saving
+      the RNG state in the checkpoint would not do: validation after the save draws from it too.)
+      Ranks share the seed; a task that wants per-rank draws slices a global draw by rank.
+    - Wall time: each checkpoint carries the wall seconds of every part of the run so far, so the
+      record of a resumed run counts all of them (time after a part's last checkpoint is lost work
+      and is not counted).
+    """
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, seed: int = 0):
+        import time
+        self.seed = seed
+        self.t0 = time.time()
+        self.earlier_parts: list[float] = []
+
+    def before_train_epoch(self, runner):
+        from mmengine.runner import set_random_seed
+        set_random_seed(epoch_seed(self.seed, runner.epoch))
+
+    def parts(self) -> list[float]:
+        import time
+        return self.earlier_parts + [time.time() - self.t0]
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        checkpoint.setdefault("meta", {})["bench_wall_s_parts"] = self.parts()
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if not getattr(runner, "_resume", False):  # weights loaded to start from (QAT): not a part of this run
+            return
+        self.earlier_parts = list((checkpoint.get("meta") or {}).get("bench_wall_s_parts", []))

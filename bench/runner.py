@@ -96,18 +96,20 @@ def check_args(task_name, backbone, variant, schedule, epochs, device):
     return task
 
 
-def _prepare_cfg(cfg, resume, launcher):
+def _prepare_cfg(cfg, resume, launcher, seed=0):
     """What the runner adds to every task's config: hooks the task did not set itself (a task's
-    own choice wins), the NaN stop and the progress bar, and their imports."""
+    own choice wins), the NaN stop, the progress bar, the resume state, and their imports."""
     cfg.launcher = launcher
     cfg.resume = bool(resume)
+    if resume:  # the run's own last checkpoint holds the weights; load_from (a QAT start) would be resumed instead
+        cfg.load_from = None
     hooks = cfg.get("default_hooks") or {}
     for k, v in common.default_hooks().items():
         hooks.setdefault(k, v)
     cfg.default_hooks = hooks
     if cfg.get("train_dataloader") is not None:
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
-            dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook")]
+            dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook"), dict(type="ResumableRunState", seed=seed)]
     cfg.custom_imports = dict(imports=["bench.hooks"] + list(cfg.get("custom_imports", {}).get("imports", [])),
                               allow_failed_imports=False)
     # Config.fromfile would import these; a Config built in Python must do it itself
@@ -273,28 +275,38 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
             _check_loadable(cfg, Path(teacher))
         recipes.apply(cfg, the_recipe, device, teacher)
         baseline = baseline or not the_recipe.train
-    check_writable(Path(results_dir) / task_name)
-    cfg = _prepare_cfg(cfg, resume, launcher)
+    launch = _distributed(cfg, launcher, device)
+    first = launch["rank"] == 0  # one process checks, locks and writes; all of them train
+    if first:
+        check_writable(Path(results_dir) / task_name)
+    cfg = _prepare_cfg(cfg, resume, launcher, seed)
     work_dir.mkdir(parents=True, exist_ok=True)
-    check_writable(work_dir)
-    lock = _lock(work_dir)  # noqa: F841  (held until this process ends)
     args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
                 epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else None,
                 teacher=str(teacher) if teacher else None)
-    (work_dir / "bench_run.json").write_text(json.dumps(args, indent=1))
+    if first:
+        check_writable(work_dir)
+        lock = _lock(work_dir)  # noqa: F841  (held until this process ends)
+        atomic_write(work_dir / "bench_run.json", json.dumps(args, indent=1))
 
     args["commit"] = COMMIT
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
     _quiet_paramwise_log(runner)
+    if first and not baseline:
+        check_free_space(work_dir, Path(results_dir), _unwrap(runner.model))
     if not baseline:  # a reference row (bicubic, SIFT) has nothing to train
         runner.train()
     metrics = runner.test()
-    wall = time.time() - t0
+    state = next((h for h in runner.hooks if type(h).__name__ == "ResumableRunState"), None)
+    parts = state.parts() if state is not None and not baseline else [time.time() - t0]
+    wall = sum(parts)
     if get_rank() != 0:
         return {}, None
     model = _unwrap(runner.model)
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if baseline else runner.max_epochs)
+    record["wall_s_parts"] = parts  # more than one after --resume
+    record["launch"] = {k: v for k, v in launch.items() if k != "rank"}
     # the run's own time beside its checkpoints: a student's record adds its teacher's
     atomic_write(work_dir / "bench_run.json", json.dumps(dict(args, wall_s=wall), indent=1))
     if teacher_meta is not None:
@@ -306,6 +318,58 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         atomic_write(kept, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
         raise BenchError(f"could not write the record to {results_dir} ({e}); the finished run's record is kept "
                          f"at {kept} (copy it into {Path(results_dir) / task_name}/ and run `bench report`)") from None
+
+
+def _distributed(cfg, launcher, device) -> dict:
+    """Multi-process training through mmengine: ``torchrun --nproc-per-node N -m bench.cli run ...
+    --launcher pytorch``, gloo on CPU, NCCL on CUDA. The schedule's batch is the global batch: each
+    process takes its share, so N processes train on what one process would (same lr, same epochs)."""
+    if launcher == "none":
+        return {"launcher": "none", "rank": 0, "world_size": 1}
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise BenchError(f"--launcher {launcher}: RANK/WORLD_SIZE are not set; start the run with "
+                         "torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch")
+    import torch.distributed as dist
+    world = int(os.environ["WORLD_SIZE"])
+    loader = cfg.get("train_dataloader")
+    if loader is not None and loader.batch_size % world:
+        raise BenchError(f"the schedule's batch of {loader.batch_size} does not split over {world} processes; "
+                         "use a process count that divides it")
+    if not dist.is_initialized():
+        # mmengine's own init calls torch.cuda.set_device, which fails without a GPU: start gloo here
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if device == "cpu":  # mmengine would pass device_ids=[LOCAL_RANK], which DDP refuses for a CPU module
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get("find_unused_parameters", False))
+    if loader is not None:
+        loader.batch_size //= world
+        # each process's BatchNorm statistics see only its share: average them every epoch, so the
+        # model every process evaluates (and the one checkpointed) is one model
+        cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [dict(type="SyncBuffersHook")]
+    return {"launcher": launcher, "rank": dist.get_rank(), "world_size": world,
+            "batch_per_process": loader.batch_size if loader is not None else None}
+
+
+#: a checkpoint holds the weights and up to two optimizer slots per weight (Adam); the last two
+#: are kept and a third is written beside them before the oldest goes
+CHECKPOINT_COPIES = 3 * 3
+LOG_MARGIN = 64 << 20
+RECORD_MARGIN = 8 << 20
+
+
+def check_free_space(work_dir: Path, results_dir: Path, model) -> None:
+    """Fail before training, not in the middle of a checkpoint, when a disk is too full for the run."""
+    import shutil
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    for folder, need, what in ((work_dir, CHECKPOINT_COPIES * weights + LOG_MARGIN, "checkpoints and logs"),
+                               (results_dir, RECORD_MARGIN, "the record")):
+        probe = next(p for p in (folder, *folder.parents) if p.exists())
+        free = shutil.disk_usage(probe).free
+        if free < need:
+            raise BenchError(f"{folder}: {free / 2**20:.0f} MiB free, this run needs about {need / 2**20:.0f} MiB "
+                             f"for {what}; free some space or choose another folder")
 
 
 def _lock(work_dir: Path):

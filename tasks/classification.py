@@ -236,15 +236,19 @@ def _register():
             x, y = x.to(self.device, non_blocking=True).float(), y.to(self.device, non_blocking=True)
             x = (x - self.mean) / self.std
             if training and self.augment:
+                from mmengine.dist import get_dist_info
                 n, _, h, w = x.shape
+                # ranks share the seed: each draws the global batch's numbers and takes its own samples'
+                # (the sampler deals samples out round-robin), so N processes augment like one
+                rank, world = get_dist_info()
                 x = F.pad(x, (4, 4, 4, 4))
-                i = torch.randint(0, 9, (n,), device=x.device)
-                j = torch.randint(0, 9, (n,), device=x.device)
+                i = torch.randint(0, 9, (n * world,), device=x.device)[rank::world]
+                j = torch.randint(0, 9, (n * world,), device=x.device)[rank::world]
                 rows = (i[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(n, 3, h, w + 8)
                 x = x.gather(2, rows)
                 cols = (j[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(n, 3, h, w)
                 x = x.gather(3, cols)
-                flip = torch.rand(n, device=x.device) < 0.5
+                flip = torch.rand(n * world, device=x.device)[rank::world] < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)
             return {"inputs": x, "data_samples": y}
 
