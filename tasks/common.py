@@ -9,7 +9,36 @@ import torch
 
 import backbones
 
-from .base import BenchError
+from .base import BenchError, DataError
+
+#: images beyond this are refused from their header, before any decoding (a decompression bomb,
+#: or not the data this suite expects); PIL's own guard stops only at 179 Mpx, with a traceback
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def check_image(path, what: str = "image", decode: bool = True) -> tuple[tuple[int, int], str]:
+    """((width, height), mode) of an image file, decoded in full when ``decode`` (so a truncated
+    file fails here, not mid-training); one DataError naming the file for anything else."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} is not a file")
+    try:
+        with Image.open(path) as im:
+            size, mode = im.size, im.mode
+            if size[0] * size[1] > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {what} of {size[0]}x{size[1]} px refused (over {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                "Mpx: a decompression bomb, or not data for this suite)")
+            if decode:
+                im.load()
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {what} refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e})") from None
+    return size, mode
+
 
 def check_width(width):
     if width is not None and not (isinstance(width, (int, float)) and math.isfinite(width) and 0 < width <= 16):

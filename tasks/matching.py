@@ -158,18 +158,11 @@ def _sequence_files(seq: Path) -> tuple[dict, dict]:
 
 
 def _open_image(path: Path, check_only=False):
-    from PIL import Image, UnidentifiedImageError
-    try:
+    from PIL import Image
+    size = common.check_image(path)[0]
+    if not check_only:
         with Image.open(path) as im:
-            if check_only:
-                im.verify()
-                size = im.size
-            else:
-                im = im.convert("RGB")
-                im.load()
-                size = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
+            im = im.convert("RGB")
     if min(size) < MIN_SIDE:
         raise DataError(f"{path}: image is {size[0]}x{size[1]} px; the network needs at least {MIN_SIDE} px a side")
     return size if check_only else im

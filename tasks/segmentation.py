@@ -138,11 +138,8 @@ def _check_pair(image: Path, label: Path, allowed: set) -> None:
     from PIL import Image, UnidentifiedImageError
     if not label.is_file():
         raise DataError(f"{image}: frame has no label map (expected {label})")
-    try:
-        with Image.open(image) as im:
-            size = im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{image}: cannot be read as an image ({e})") from None
+    size = common.check_image(image)[0]
+    common.check_image(label, "label map", decode=False)  # decoded below
     try:
         with Image.open(label) as lb:
             mode, lsize = lb.mode, lb.size

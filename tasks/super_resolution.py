@@ -153,7 +153,8 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, border: int) -> float:
 
 # ---------------------------------------------------------------- data
 def _images(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    # an entry named like an image is one, or an error (never silently skipped)
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTS)
 
 
 def _layout(root, test_set=None) -> dict:
@@ -187,12 +188,10 @@ def _png_bit_depth(path: Path):
 
 def _check_image(path: Path, min_side: int) -> tuple[int, int]:
     """(width, height) from the header; DataError for 16-bit, undecodable or too small images."""
-    from PIL import Image, UnidentifiedImageError
+    size, mode = common.check_image(path)
     try:
         depth = _png_bit_depth(path)
-        with Image.open(path) as im:
-            size, mode = im.size, im.mode
-    except (UnidentifiedImageError, OSError) as e:
+    except OSError as e:
         raise DataError(f"{path}: cannot read image ({e.__class__.__name__}: {e})") from None
     if depth == 16 or mode not in MODES_8BIT:
         raise DataError(f"{path}: {'16-bit PNG' if depth == 16 else 'image mode ' + mode}; expected 8 bits per "
