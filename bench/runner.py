@@ -275,6 +275,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
             _check_loadable(cfg, Path(teacher))
         recipes.apply(cfg, the_recipe, device, teacher)
         baseline = baseline or not the_recipe.train
+    init_meta = _check_init_from(cfg, Path(resolved["init_from"])) if resolved.get("init_from") else None
     launch = _distributed(cfg, launcher, device)
     first = launch["rank"] == 0  # one process checks, locks and writes; all of them train
     if first:
@@ -307,6 +308,9 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if baseline else runner.max_epochs)
     record["wall_s_parts"] = parts  # more than one after --resume
     record["launch"] = {k: v for k, v in launch.items() if k != "rank"}
+    if init_meta is not None:  # the pretrained backbone's run: its data, schedule and time are part of this one's
+        record["init_from"] = {"checkpoint": str(resolved["init_from"]), "run": init_meta,
+                               "wall_s": init_meta.get("wall_s")}
     # the run's own time beside its checkpoints: a student's record adds its teacher's
     atomic_write(work_dir / "bench_run.json", json.dumps(dict(args, wall_s=wall), indent=1))
     if teacher_meta is not None:
@@ -426,6 +430,35 @@ def _check_loadable(cfg, ckpt: Path):
         raise BenchError(f"--teacher {ckpt}: does not fit this model ({len(bad)} tensors differ, e.g. "
                          f"{'; '.join(bad[:3]) or 'no state_dict'}); the teacher must be this task's fp32 run at "
                          "the same width and options")
+
+
+def _backbone_of(model):
+    """The model's backbone module (the shortest module path ending in 'backbone')."""
+    named = [(n, m) for n, m in model.named_modules() if n.split(".")[-1] == "backbone"]
+    return min(named, key=lambda nm: len(nm[0]))[1] if named else None
+
+
+def _check_init_from(cfg, ckpt: Path) -> dict:
+    """--init-from: the checkpoint's backbone.* tensors must be exactly this model's backbone (same
+    preset, width and stem), else mmengine would load what fits and only log the rest. Returns the
+    checkpoint's run (its bench_run.json) for the record."""
+    from mmengine.registry import MODELS, init_default_scope
+    meta = _run_meta(ckpt, "--init-from")
+    if not _loads(ckpt):
+        raise BenchError(f"--init-from {ckpt}: not a readable checkpoint (truncated, or not a .pth written by `bench run`)")
+    init_default_scope(cfg.get("default_scope", "mmengine"))
+    own = _backbone_of(MODELS.build(cfg.model)).state_dict()
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    theirs = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    bad = [f"{k}: {tuple(theirs[k].shape) if k in theirs else 'absent'} vs {tuple(v.shape)}"
+           for k, v in own.items() if k not in theirs or theirs[k].shape != v.shape]
+    bad += [f"{k}: not in this backbone" for k in theirs if k not in own]
+    if bad:
+        raise BenchError(f"--init-from {ckpt}: its backbone does not fit this model ({len(bad)} tensors differ, e.g. "
+                         f"{'; '.join(bad[:3])}); it is a {meta.get('backbone')} {meta.get('task')} run: use a run of "
+                         "the same preset and width with the ImageNet stem, e.g. `bench run --task classification "
+                         "--schedule pretrain-short --backbone B`")
+    return meta
 
 
 def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> dict:

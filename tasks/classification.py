@@ -41,6 +41,16 @@ SCHEDULES = {
     "gpu": dict(epochs=12, batch_size=256, lr=0.2, per_class_train=None, per_class_test=None, input_size=32,
                 sgdr_periods=None, label="gpu (full 50k train / 10k test, 12 epochs, cosine, batch 256, bf16 AMP; "
                 "short next to the seed's 400)"),
+    # backbone checkpoints for the dense tasks' --init-from (no ImageNet here): CIFAR-10 upsampled to
+    # 96 px through the ImageNet stem, at the dense tasks' default widths (binealnet 2.0)
+    "pretrain-short": dict(epochs=4, batch_size=64, lr=0.1, per_class_train=300, per_class_test=100, input_size=96,
+                           sgdr_periods=None, widths={"binealnet": 2.0},
+                           label="pretrain-short (3,000 train / 1,000 test images at 96 px, ImageNet stem, 4 epochs; "
+                           "backbones for --init-from on CPU)"),
+    "pretrain": dict(epochs=12, batch_size=256, lr=0.2, per_class_train=None, per_class_test=None, input_size=96,
+                     sgdr_periods=None, widths={"binealnet": 2.0},
+                     label="pretrain (full CIFAR-10 at 96 px, ImageNet stem, 12 epochs, batch 256; backbones for "
+                     "--init-from)"),
     "paper": dict(epochs=400, batch_size=128, lr=0.1, per_class_train=None, per_class_test=None, input_size=32,
                   sgdr_periods=[10, 30, 90, 270], label="paper (the seed's: 400 epochs, batch 128, SGD 0.1, SGDR)"),
 }
@@ -347,6 +357,7 @@ class Classification(Task):
         _register()
         s = SCHEDULES[schedule]
         epochs = s["epochs"] if epochs is None else epochs
+        width = width if width is not None else s.get("widths", {}).get(backbone)
         bb = common.backbone_kwargs(self, backbone, variant, width,
                                     stem="cifar" if s["input_size"] <= 64 else "imagenet", out_indices=(3,))
         n_classes = len(_class_names(data_root))

@@ -304,3 +304,47 @@ def test_bench_run_detection_writes_complete_record(tmp_path):
     assert set(rec["cost"]["parts"]) == {"backbone", "neck", "head"} and rec["cost_input"] == [[1, 3, 128, 128]]
     assert rec["data"]["name"] == SMOKE_DATA.name and len(rec["data"]["sha256"]) == 64
     assert rec["config"]["bench"]["model"] == "centernet" and rec["config"]["bench"]["head_precision"] == "fp32"
+
+
+def _cls_run_dir(tmp_path, name, schedule):
+    """An (untrained) classification run of ours at ``schedule``: checkpoint + bench_run.json."""
+    from mmengine.registry import MODELS
+    cls = tasks.get("classification")
+    cfg = cls.build_config("fp32", REPO / "data" / "cifar10-sample", schedule, tmp_path, 0, width=0.25)
+    run = tmp_path / name
+    run.mkdir()
+    torch.save({"state_dict": MODELS.build(cfg.model).state_dict(), "meta": {}}, run / "epoch_1.pth")
+    (run / "bench_run.json").write_text(json.dumps(dict(
+        task="classification", backbone="fp32", variant=None, schedule=schedule, epochs=None, seed=0,
+        task_options={"width": 0.25}, wall_s=12.5)))
+    return run / "epoch_1.pth"
+
+
+def test_run_from_a_pretrained_backbone_records_it_and_refuses_one_that_does_not_fit(tmp_path, capsys):
+    from bench.cli import main
+    argv = ["run", "--task", "detection", "--backbone", "fp32", "--width", "0.25", "--results-dir",
+            str(tmp_path / "res")]
+    pre = _cls_run_dir(tmp_path, "pre", "pretrain-short")  # ImageNet stem at 96 px: detection's backbone
+    assert main(argv + ["--init-from", str(pre), "--work-dir", str(tmp_path / "wd")]) == 0
+    (f,) = (tmp_path / "res" / "detection").glob("*.json")
+    rec = json.loads(f.read_text())
+    assert rec["init_from"]["checkpoint"] == str(pre) and rec["init_from"]["wall_s"] == 12.5
+    assert rec["init_from"]["run"]["schedule"] == "pretrain-short"
+    cifar_stem = _cls_run_dir(tmp_path, "small", "smoke")  # 32 px: the CIFAR stem, another first conv
+    assert main(argv + ["--init-from", str(cifar_stem), "--work-dir", str(tmp_path / "wd2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"bench: error: --init-from {cifar_stem}: its backbone does not fit") and "stem" in err
+    assert not (tmp_path / "wd2").exists()
+
+
+@pytest.mark.parametrize("backbone", sorted(backbones.PRESETS))
+def test_pretrain_schedule_builds_the_dense_tasks_default_backbones(tmp_path, backbone):
+    """With no --width on either side, a pretrain run's backbone is exactly detection's and segmentation's."""
+    from mmengine.registry import MODELS
+
+    from bench.runner import _backbone_of
+    cls = tasks.get("classification")
+    pre = _backbone_of(MODELS.build(cls.build_config(backbone, REPO / "data" / "cifar10-sample", "pretrain-short",
+                                                     tmp_path, 0).model)).state_dict()
+    det_bb = _backbone_of(MODELS.build(DET.build_config(backbone, DET.DEFAULT_DATA, "smoke", tmp_path, 0).model))
+    assert {k: v.shape for k, v in det_bb.state_dict().items()} == {k: v.shape for k, v in pre.items()}
