@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Detection from pretrained backbones (issue 8). There is no ImageNet here, so each preset is first
+# trained as a classifier on CIFAR-10 upsampled to 96 px through the ImageNet stem (schedule
+# pretrain-short on CPU, pretrain on a GPU; `compare` trains fp32 first and hands it to binealnet's
+# adamw-kd as its teacher), then CenterNet is trained on the detection data from each backbone
+# checkpoint with --init-from. Records: results/classification/, results/detection/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+CIFAR=${CIFAR:-../shared/data/cifar10-jpeg}
+DET_DATA=${DET_DATA:-../shared/data/pennfudan}
+PRE=${PRE:-pretrain-short}
+DET_SCHEDULE=${DET_SCHEDULE:-short}
+DEVICE=${DEVICE:-cpu}
+$PY -m bench.cli compare --task classification --schedule "$PRE" --data "$CIFAR" --device "$DEVICE" \
+    --backbones fp32,int8,binealnet
+for b in fp32 int8 binealnet; do
+  ckpt=$(cat "work_dirs/classification/${b}_${PRE}_$(basename "$CIFAR")_s0/last_checkpoint")
+  $PY -m bench.cli run --task detection --schedule "$DET_SCHEDULE" --data "$DET_DATA" --device "$DEVICE" \
+      --backbone "$b" --init-from "$ckpt"
+done
