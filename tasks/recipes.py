@@ -105,6 +105,9 @@ def _register():
     if "BenchParamGroups" in OPTIM_WRAPPER_CONSTRUCTORS.module_dict:
         return
 
+    from mmengine.registry import MODELS
+    MODELS.register_module(name="OutputDistilled", module=OutputDistilled, force=True)
+
     @HOOKS.register_module()
     class TwoStageBinaryHook(Hook):
         """Binary weights off (latent float weights used as they are) before ``switch_epoch``, on
@@ -172,6 +175,72 @@ def _register():
                 else:
                     group = dict(lr=lr, weight_decay=wd)
                 params.append(dict(params=[p], **group))
+
+
+#: output-level distillation for dense tasks (a task's ``add_teacher`` picks one): the student's
+#: output of one submodule is pulled towards the FP32 teacher's, added to the task's own loss.
+#: kl: pixel-wise KL(teacher || student) of the class softmax (Structured KD's pixel-wise term,
+#: Liu et al. 2019), per pixel, times T^2; l1: mean absolute difference (super-resolution outputs).
+DENSE_KD_LOSSES = ("kl", "l1")
+
+
+def dense_kd_loss(kind: str, student, teacher, temperature: float = 1.0):
+    import torch.nn.functional as F
+    s, t = student.float(), teacher.float()
+    if kind == "l1":
+        return F.l1_loss(s, t)
+    log_p_s = F.log_softmax(s / temperature, dim=1)
+    log_p_t = F.log_softmax(t / temperature, dim=1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean() * temperature ** 2
+
+
+def OutputDistilled(model: dict, teacher: dict, module: str, loss: str, weight: float = 1.0,
+                    temperature: float = 1.0):
+    """Build ``model`` so that in training its loss gains ``weight * loss_kd``: ``module``'s output
+    against the same submodule's output in the teacher (``teacher = dict(model=cfg,
+    checkpoint=path)``, loaded strictly, frozen, kept outside the module tree: not trained, not
+    saved, not counted). The submodule's ``forward`` is wrapped, not hooked, because heads such as
+    mmseg's call ``self.forward`` directly."""
+    import torch
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+
+    if loss not in DENSE_KD_LOSSES:
+        raise BenchError(f"distillation loss {loss!r}: expected one of {DENSE_KD_LOSSES}")
+    student = MODELS.build(model)
+    t = MODELS.build(teacher["model"])
+    try:
+        load_checkpoint(t, teacher["checkpoint"], map_location="cpu", strict=True, logger="silent")
+    except RuntimeError as e:
+        raise BenchError(f"--teacher {teacher['checkpoint']}: does not fit the teacher model ({str(e)[:300]})") from None
+    t.eval().requires_grad_(False)
+    student.__dict__["_kd_teacher"] = t
+    seen = {}
+
+    def capture(net, key):
+        sub = net.get_submodule(module)
+        own = sub.forward
+
+        def forward(*a, **kw):
+            out = own(*a, **kw)
+            seen[key] = out
+            return out
+        sub.forward = forward
+    capture(student, "student")
+    capture(t, "teacher")
+    own_forward = student.forward
+
+    def forward(inputs, data_samples=None, mode="tensor"):
+        if mode != "loss":
+            return own_forward(inputs, data_samples, mode)
+        seen.clear()
+        losses = own_forward(inputs, data_samples, mode)
+        with torch.no_grad():
+            t.to(inputs.device).eval()(inputs, data_samples, mode="tensor")
+        losses["loss_kd"] = weight * dense_kd_loss(loss, seen["student"], seen["teacher"], temperature)
+        return losses
+    student.forward = forward
+    return student
 
 
 def calibrate_int8(model, batches, n: int) -> tuple[int, int]:

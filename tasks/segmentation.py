@@ -394,6 +394,12 @@ class Segmentation(Task):
             cfg.update(val_dataloader=None, val_cfg=None, val_evaluator=None)
         return Config(cfg)
 
+    def add_teacher(self, cfg, teacher_model, checkpoint):
+        # output-level distillation from the fp32 model (tasks/recipes.py: OutputDistilled)
+        cfg.model = dict(type="OutputDistilled", model=cfg.model, module="decode_head", loss="kl",
+                         teacher=dict(model=teacher_model, checkpoint=checkpoint))
+        cfg.bench["distillation"] = "pixel-wise KL(fp32 teacher || student) of the decode head's class softmax, T=1, weight 1, added to the cross-entropy"
+
     def example_inputs(self, schedule, device="cpu"):
         h, w = SCHEDULES[schedule]["input_size"]
         return (torch.zeros(1, 3, h, w, device=device),)

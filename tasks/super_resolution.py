@@ -500,6 +500,13 @@ class SuperResolution(Task):
                        width=bb["width"], channels=channels, blocks=BASE_BLOCKS, backbone=bb))
         return Config(cfg)
 
+    def add_teacher(self, cfg, teacher_model, checkpoint):
+        # output-level distillation from the fp32 model (tasks/recipes.py: OutputDistilled); head.0 is the
+        # last conv: the output before the pixel shuffle and the shared anchor, so the same L1
+        cfg.model = dict(type="OutputDistilled", model=cfg.model, module="head.0", loss="l1",
+                         teacher=dict(model=teacher_model, checkpoint=checkpoint))
+        cfg.bench["distillation"] = "L1 between the student's and the fp32 teacher's outputs, weight 1, added to the L1 to the HR image"
+
     def example_inputs(self, schedule, device="cpu"):
         """One LR image at the schedule's cost size (short/gpu: 180x320, a 1280x720 output at x4)."""
         return (torch.zeros(1, 3, *SCHEDULES[schedule]["cost_lr"], device=device),)

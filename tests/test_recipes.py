@@ -181,3 +181,63 @@ def test_every_task_takes_every_training_recipe(name, tmp_path):
         assert cfg.optim_wrapper.optimizer.type == recipes.get(r).optimizer
         assert cfg.optim_wrapper.optimizer.lr == pytest.approx(recipes.get(r).lr_for(cfg.train_dataloader.batch_size))
         assert cfg.bench.recipe["name"] == r
+
+
+# ---------------------------------------------------------------- output-level distillation (dense tasks)
+def test_dense_kd_losses_against_independent_formulas():
+    import torch.nn.functional as F
+
+    from tasks.recipes import dense_kd_loss
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 5, 3, 4), torch.randn(2, 5, 3, 4)
+    assert dense_kd_loss("kl", t, t) == pytest.approx(0.0, abs=1e-7)
+    # per pixel KL(t || s) over the 5 classes, averaged over the 2*3*4 pixels
+    ls, lt = F.log_softmax(s, 1).permute(0, 2, 3, 1).reshape(-1, 5), F.log_softmax(t, 1).permute(0, 2, 3, 1).reshape(-1, 5)
+    want = F.kl_div(ls, lt, log_target=True, reduction="batchmean")
+    assert dense_kd_loss("kl", s, t).item() == pytest.approx(want.item(), rel=1e-6)
+    assert dense_kd_loss("kl", s, t, temperature=2.0).item() == pytest.approx(
+        4 * F.kl_div(F.log_softmax(s / 2, 1).permute(0, 2, 3, 1).reshape(-1, 5),
+                     F.log_softmax(t / 2, 1).permute(0, 2, 3, 1).reshape(-1, 5),
+                     log_target=True, reduction="batchmean").item(), rel=1e-6)
+    assert dense_kd_loss("l1", s, t).item() == pytest.approx((s - t).abs().mean().item(), rel=1e-6)
+
+
+def test_output_distilled_sr_model_pulls_towards_the_teacher(tmp_path):
+    from mmengine.registry import MODELS
+
+    from tasks import recipes
+    recipes._register()
+    sr = tasks.get("super_resolution")
+    cfg = sr.build_config("fp32", sr.DEFAULT_DATA, "smoke", tmp_path, 0)
+    teacher = MODELS.build(cfg.model)
+    torch.save({"state_dict": teacher.state_dict(), "meta": {}}, tmp_path / "t.pth")
+    sr.add_teacher(cfg, cfg.model.copy(), str(tmp_path / "t.pth"))
+    student = MODELS.build(cfg.model)
+    assert set(student.state_dict()) == set(teacher.state_dict())  # the teacher is not saved with it
+    student.load_state_dict(teacher.state_dict())
+    lr, hr = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 48, 48)
+    assert student(lr, hr, mode="loss")["loss_kd"].item() == 0.0  # same weights: nothing to learn
+    with torch.no_grad():
+        student.head[0].weight.add_(0.1)
+    got = student(lr, hr, mode="loss")
+    want = (student(lr, mode="tensor") - teacher(lr, mode="tensor")).abs().mean()  # anchors cancel
+    assert got["loss_kd"].item() == pytest.approx(want.item(), rel=1e-5)
+    assert got["loss"].item() == pytest.approx((student(lr, mode="tensor") - hr).abs().mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("task_name", ["segmentation", "super_resolution"])
+def test_dense_task_trains_with_a_distilling_recipe(tmp_path, task_name):
+    from bench.cli import main
+    extra = ["--model", "fpn", "--width", "0.25"] if task_name == "segmentation" else ["--width", "0.25"]
+    common_args = ["run", "--task", task_name, "--results-dir", str(tmp_path / "res"), *extra]
+    assert main(common_args + ["--backbone", "fp32", "--work-dir", str(tmp_path / "t")]) == 0
+    teacher = (tmp_path / "t" / "last_checkpoint").read_text().strip()
+    assert main(common_args + ["--backbone", "binealnet", "--recipe", "adamw-kd", "--teacher", teacher,
+                               "--work-dir", str(tmp_path / "s")]) == 0
+    (f,) = (tmp_path / "res" / task_name).glob("binealnet*.json")
+    rec = json.loads(f.read_text())
+    assert rec["recipe"]["name"] == "adamw-kd" and rec["teacher"]["checkpoint"] == teacher
+    assert rec["config"]["model"]["type"] == "OutputDistilled"
+    assert ("KL" if task_name == "segmentation" else "L1") in rec["config"]["bench"]["distillation"]
+    log = next((tmp_path / "s").rglob("*.log")).read_text()
+    assert "loss_kd" in log
