@@ -313,9 +313,29 @@ def test_overview_columns_from_known_records(tmp_path):
     assert col["backbone OPs BNN/INT8"] == "0.040"      # 20 / 500: backbone part only
     assert col["latency BNN/INT8"] == "4.000"           # 8 ms / 2 ms
     assert (col["OPs binealnet (M)"], col["OPs int8 (M)"]) == ("30", "600")
+    assert col["deployed latency 1T BNN/INT8"] == ""     # nothing deployed yet
     table = (tmp_path / "classification.md").read_text()
     int8_row = next(line for line in table.splitlines() if line.startswith("| int8 "))
     assert "| 2 | 1e+03 @b8 |" in int8_row  # latency 2 ms, throughput 1000 img/s at batch 8, as recorded
+    assert "deployed b1 1T (ms)" not in table
+    # `bench deploy` records name the run record they deployed: their columns join that row
+    for r, ms in ((recs[0], 3.0), (recs[1], 6.0)):
+        d = dict(task="classification", record=f"somewhere/results/classification/{r['run']}.json",
+                 latency_ms_batch1={"1": ms, "2": ms / 2}, export_bytes=2e6, top1_deployed=0.5, kernel="k")
+        results.atomic_write(tmp_path / "deploy" / "classification" / f"{r['run']}.json", json.dumps(d))
+    results.report(tmp_path)
+    text = (tmp_path / "README.md").read_text().splitlines()
+    header = next(line for line in text if line.startswith("| task"))
+    row = next(line for line in text if line.startswith("| [classif"))
+    col = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
+    assert col["deployed latency 1T BNN/INT8"] == "0.500"  # 3 ms / 6 ms
+    table = (tmp_path / "classification.md").read_text().splitlines()
+    header = next(line for line in table if line.startswith("| backbone"))
+    bnn = next(line for line in table if line.startswith("| binealnet "))
+    col = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in bnn.strip("|").split("|")]))
+    assert (col["deployed b1 1T (ms)"], col["deployed b1 2T (ms)"], col["deployed file (MB)"]) == ("3", "1.5", "2")
+    fp32 = next(line for line in table if line.startswith("| fp32 "))
+    assert fp32.rstrip().endswith("|  |  |  |  |  |")  # not deployed: empty cells
 
 
 def test_report_skips_a_bad_record_and_keeps_names_inside(tmp_path):
