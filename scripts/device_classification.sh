@@ -3,7 +3,11 @@
 # through the device tool (one call; only the project travels, so data and wheels are carried):
 #   .devdata/cifar.zip     ../shared/data/cifar10-jpeg zipped (all 50k train / 10k test JPEGs)
 #   .whl/                  mmengine 0.10.7 + addict, yapf, termcolor, platformdirs (py3.12 wheels)
-# Main comparison: the three backbones, `gpu` schedule (12 epochs, full train set).
+# Main comparison (MODE=main): `bench compare` under each backbone's default recipe (fp32 first: it
+# is binealnet's adamw-kd teacher and the start of INT8 PTQ / QAT), `gpu` schedule, compiled;
+# then INT8 by PTQ and QAT from that fp32 run, beside INT8 trained from scratch.
+# Pretrained backbones for the dense tasks (MODE=pretrain): scripts/pretrain_then_detect.sh at the
+# `pretrain` schedule on CUDA.
 # Ablation (MODE=ablation): the seed's rows, 4 epochs each, all at once (a very short schedule, labelled so).
 # Usage there: OUT=<folder for records> BENCH_COMMIT=<sha> [MODE=main|ablation] bash scripts/device_classification.sh
 set -uo pipefail
@@ -27,14 +31,26 @@ run() {  # bench run ... ; keep every record in one tar under $OUT (the tool ret
 }
 VARIANTS=${VARIANTS:-"binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after
           binary-ds3-clip-lr0.1"}
+bench() {  # any bench subcommand, logged like run()
+  python3 -m bench.cli "$@" 2>&1 | tee -a "$OUT/log.txt" | grep -E "bench: error|Traceback|Error:| = " | tail -8
+  flock "$OUT/.lock" tar -cf "$OUT/records.tar" "$RES" 2>/dev/null
+}
 if [ "${MODE:-main}" = main ]; then
-  for b in binealnet int8 fp32; do
-    echo "== $b gpu ($SECONDS s)"; run --backbone "$b" --schedule gpu
+  echo "== compare, default recipes ($SECONDS s)"
+  bench compare --task classification --data "$DATA" --device cuda --results-dir "$RES" --schedule gpu \
+      --backbones fp32,int8,binealnet --compile true
+  T=$(cat "work_dirs/classification/fp32_gpu_$(basename "$DATA")_compile-True_s0/last_checkpoint")
+  for r in ptq qat; do
+    echo "== int8 $r from fp32 ($SECONDS s)"; run --backbone int8 --schedule gpu --recipe "$r" --teacher "$T" --compile true
   done
   for v in $VARIANTS; do
     if (( SECONDS > BUDGET_S )); then echo "== budget spent at $SECONDS s: skipping $v and later"; break; fi
     echo "== variant $v ($SECONDS s)"; run --backbone binealnet --variant "$v" --schedule gpu --epochs 3
   done
+elif [ "${MODE}" = pretrain ]; then
+  PY=python3 CIFAR="$DATA" DET_DATA="${DET_DATA:-.devdata/pennfudan}" PRE=pretrain DEVICE=cuda \
+      bash scripts/pretrain_then_detect.sh 2>&1 | tee -a "$OUT/log.txt" | grep -E "bench: error|Traceback| = "
+  tar -cf "$OUT/records.tar" results/classification results/detection
 else  # MODE=ablation: every variant at once on the one GPU (each alone leaves it mostly idle)
   for v in $VARIANTS; do
     ( run --backbone binealnet --variant "$v" --schedule gpu --epochs "${ABLATION_EPOCHS:-4}" \
