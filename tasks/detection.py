@@ -38,7 +38,7 @@ import torch.nn as nn
 from backbones.layers import qconv, qdeconv
 
 from . import common
-from .base import DataError, Task, option, register
+from .base import BenchError, DataError, Task, option, register
 
 
 # input_size: the square training crop and the cost-counting input. Images are scaled by
@@ -455,6 +455,17 @@ class Detection(Task):
     def build_config(self, backbone, data_root, schedule, work_dir, seed, epochs=None, device="cpu", variant=None,
                      **options):
         return _build_config(self, backbone, data_root, schedule, work_dir, seed, epochs, device, variant, **options)
+
+    def add_teacher(self, cfg, teacher_model, checkpoint):
+        # output-level distillation from the fp32 model (tasks/recipes.py: OutputDistilled), on
+        # CenterNet's class heatmap logits (RetinaNet's per-level heads are called once per level)
+        if cfg.bench.get("model") != "centernet":
+            raise BenchError(f"distillation is defined for CenterNet's heatmap; --model {cfg.bench.get('model')} "
+                             "has none: choose a recipe without distillation")
+        cfg.model = dict(type="OutputDistilled", model=cfg.model, module="bbox_head.heatmap_head", loss="bce",
+                         teacher=dict(model=teacher_model, checkpoint=checkpoint))
+        cfg.bench["distillation"] = ("binary cross-entropy of the student's CenterNet heatmap logits to the fp32 "
+                                     "teacher's heatmap probabilities, weight 1, added to the detection losses")
 
     def format_metric(self, key, value):
         # COCO reports -1 where a size class has no ground truth

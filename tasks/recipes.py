@@ -180,8 +180,9 @@ def _register():
 #: output-level distillation for dense tasks (a task's ``add_teacher`` picks one): the student's
 #: output of one submodule is pulled towards the FP32 teacher's, added to the task's own loss.
 #: kl: pixel-wise KL(teacher || student) of the class softmax (Structured KD's pixel-wise term,
-#: Liu et al. 2019), per pixel, times T^2; l1: mean absolute difference (super-resolution outputs).
-DENSE_KD_LOSSES = ("kl", "l1")
+#: Liu et al. 2019), per pixel, times T^2; l1: mean absolute difference (super-resolution outputs);
+#: bce: per-class sigmoid maps (CenterNet's heatmap), binary cross-entropy to the teacher's probabilities.
+DENSE_KD_LOSSES = ("kl", "l1", "bce")
 
 
 def dense_kd_loss(kind: str, student, teacher, temperature: float = 1.0):
@@ -189,6 +190,8 @@ def dense_kd_loss(kind: str, student, teacher, temperature: float = 1.0):
     s, t = student.float(), teacher.float()
     if kind == "l1":
         return F.l1_loss(s, t)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(s, t.sigmoid())
     log_p_s = F.log_softmax(s / temperature, dim=1)
     log_p_t = F.log_softmax(t / temperature, dim=1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean() * temperature ** 2

@@ -200,6 +200,9 @@ def test_dense_kd_losses_against_independent_formulas():
                      F.log_softmax(t / 2, 1).permute(0, 2, 3, 1).reshape(-1, 5),
                      log_target=True, reduction="batchmean").item(), rel=1e-6)
     assert dense_kd_loss("l1", s, t).item() == pytest.approx((s - t).abs().mean().item(), rel=1e-6)
+    q = torch.sigmoid(t)  # bce: -(q log sigmoid(s) + (1 - q) log(1 - sigmoid(s))), averaged
+    want = -(q * torch.log(torch.sigmoid(s)) + (1 - q) * torch.log(1 - torch.sigmoid(s))).mean()
+    assert dense_kd_loss("bce", s, t).item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_output_distilled_sr_model_pulls_towards_the_teacher(tmp_path):
@@ -225,7 +228,7 @@ def test_output_distilled_sr_model_pulls_towards_the_teacher(tmp_path):
     assert got["loss"].item() == pytest.approx((student(lr, mode="tensor") - hr).abs().mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("task_name", ["segmentation", "super_resolution"])
+@pytest.mark.parametrize("task_name", ["segmentation", "super_resolution", "detection"])
 def test_dense_task_trains_with_a_distilling_recipe(tmp_path, task_name):
     from bench.cli import main
     extra = ["--model", "fpn", "--width", "0.25"] if task_name == "segmentation" else ["--width", "0.25"]
@@ -238,6 +241,21 @@ def test_dense_task_trains_with_a_distilling_recipe(tmp_path, task_name):
     rec = json.loads(f.read_text())
     assert rec["recipe"]["name"] == "adamw-kd" and rec["teacher"]["checkpoint"] == teacher
     assert rec["config"]["model"]["type"] == "OutputDistilled"
-    assert ("KL" if task_name == "segmentation" else "L1") in rec["config"]["bench"]["distillation"]
+    assert {"segmentation": "KL", "super_resolution": "L1", "detection": "heatmap"}[task_name] in \
+        rec["config"]["bench"]["distillation"]
     log = next((tmp_path / "s").rglob("*.log")).read_text()
     assert "loss_kd" in log
+
+
+def test_retinanet_has_no_distillation(tmp_path, capsys):
+    from bench.cli import main
+    base = ["run", "--task", "detection", "--model", "retinanet", "--width", "0.25", "--results-dir", str(tmp_path / "r")]
+    teacher = tmp_path / "t" / "epoch_1.pth"  # an fp32 detection run of ours (untrained: refused before use)
+    teacher.parent.mkdir()
+    torch.save({"state_dict": {}, "meta": {}}, teacher)
+    (teacher.parent / "bench_run.json").write_text(json.dumps(dict(task="detection", backbone="fp32", variant=None,
+                                                                   seed=0, task_options={"model": "retinanet"})))
+    assert main(base + ["--backbone", "binealnet", "--recipe", "adamw-kd", "--teacher", str(teacher),
+                        "--work-dir", str(tmp_path / "s")]) == 2
+    assert "distillation is defined for CenterNet" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
