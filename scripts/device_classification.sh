@@ -8,7 +8,8 @@
 # then INT8 by PTQ and QAT from that fp32 run, beside INT8 trained from scratch.
 # Pretrained backbones for the dense tasks (MODE=pretrain): scripts/pretrain_then_detect.sh at the
 # `pretrain` schedule on CUDA.
-# Ablation (MODE=ablation): the seed's rows, 4 epochs each, all at once (a very short schedule, labelled so).
+# Ablation (MODE=ablation): the seed's rows, 4 epochs each, all at once (a very short schedule, labelled so);
+# RECIPE=sgd-warmup VARIANTS=binary-activations reruns the row that diverged without warm-up.
 # Usage there: OUT=<folder for records> BENCH_COMMIT=<sha> [MODE=main|ablation] bash scripts/device_classification.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-480}; DATA=${DATA:-.devdata/cifar10-jpeg}
@@ -53,7 +54,7 @@ elif [ "${MODE}" = pretrain ]; then
   tar -cf "$OUT/records.tar" results/classification results/detection
 else  # MODE=ablation: every variant at once on the one GPU (each alone leaves it mostly idle)
   for v in $VARIANTS; do
-    ( run --backbone binealnet --variant "$v" --schedule gpu --epochs "${ABLATION_EPOCHS:-4}" \
+    ( run --backbone binealnet --variant "$v" --schedule gpu --epochs "${ABLATION_EPOCHS:-4}" ${RECIPE:+--recipe $RECIPE} \
         --work-dir "work_dirs/ablate_$v"; echo "== $v done at $SECONDS s" ) &
   done
   wait

@@ -55,6 +55,10 @@ RECIPES = {r.name: r for r in [
     Recipe("sgd", "SGD 0.1 per 128 images, Nesterov, wd 5e-4 on every weight (binary latent ones too), cosine, "
                   "no warm-up: the float ResNet recipe the suite used for every backbone",
            optimizer="SGD", lr=0.1, ref_batch=128, weight_decay=5e-4, binary_latent_decay=5e-4, decay="cosine"),
+    Recipe("sgd-warmup", "sgd with a 1-epoch linear warm-up: the least change that keeps float weights with binary "
+                         "activations from diverging at sgd's lr (scripts/repro_binary_activations.py)",
+           optimizer="SGD", lr=0.1, ref_batch=128, weight_decay=5e-4, binary_latent_decay=5e-4, decay="cosine",
+           warmup_epochs=1.0),
     Recipe("adamw", "AdamW 2e-3 per 256 images, wd 1e-2 on float/INT8 weights and none on binary latent "
                     "weights, 1-epoch warm-up, cosine", **_ADAMW),
     Recipe("adamw-kd", "adamw with the loss replaced by ReActNet's distribution loss from the FP32 teacher",

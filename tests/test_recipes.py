@@ -56,6 +56,19 @@ def test_lr_scales_with_batch_and_schedule_is_kept(tmp_path):
     assert cfg.param_scheduler[1]["begin"] == 1 and cfg.bench.recipe["name"] == "adamw"
 
 
+def test_sgd_warmup_is_sgd_plus_a_warm_up(tmp_path):
+    cls = tasks.get("classification")
+    scheds = {}
+    for name in ("sgd", "sgd-warmup"):
+        cfg = cls.build_config("binealnet", cls.DEFAULT_DATA, "gpu", tmp_path, 0, variant="binary-activations")
+        recipes.apply(cfg, recipes.get(name), "cpu")
+        scheds[name] = cfg.param_scheduler
+        assert cfg.optim_wrapper.optimizer.type == "SGD" and cfg.optim_wrapper.optimizer.lr == pytest.approx(0.2)
+    assert [s["type"] for s in scheds["sgd"]] == ["CosineAnnealingLR"]
+    assert [s["type"] for s in scheds["sgd-warmup"]] == ["LinearLR", "CosineAnnealingLR"]
+    assert scheds["sgd-warmup"][0]["start_factor"] == pytest.approx(1e-3) and scheds["sgd-warmup"][1]["begin"] == 1
+
+
 def test_two_stage_switches_binary_weights_and_resets_beta():
     recipes._register()
     from mmengine.registry import HOOKS
