@@ -53,7 +53,10 @@ CONFIGS = [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (3, 1, 4, 4), (1, 2, 0, 1),
 
 @needs_compiler
 @pytest.mark.parametrize("k,stride,padding,dilation", CONFIGS)
-@pytest.mark.parametrize("cin,cout", [(96, 10), (13, 5), (200, 7)])  # partial words, AVX2 tails, O not a multiple of 4
+# partial words, O below one 16-channel block, and (70, 37): two full blocks plus a partial one; 200 channels
+# give 3x3 windows of 36 words (the AVX2 byte counts are flushed every 31 words, mid-row); widths 9 and 5
+# (odd) run both the 2-pixel tiles and the 1-pixel remainder
+@pytest.mark.parametrize("cin,cout", [(96, 10), (13, 5), (200, 7), (70, 37)])
 def test_packed_conv_equals_fake_quant_on_integers(k, stride, padding, dilation, cin, cout):
     torch.manual_seed(cin + k + dilation)
     conv = _qconv(cin, cout, k, stride, padding, dilation)
@@ -80,6 +83,34 @@ def test_packed_conv_equals_fake_quant_on_integers(k, stride, padding, dilation,
         got = deploy.model.BinConv.from_qconv(c, bn)(x_nhwc).permute(0, 3, 1, 2)
         with torch.no_grad():
             torch.testing.assert_close(got, c(x), rtol=1e-5, atol=1e-4)
+
+
+@needs_compiler
+@pytest.mark.parametrize("cin,cout,h,w,k,stride,padding,dilation", [
+    (64, 32, 6, 8, 3, 1, 1, 1),      # whole words and blocks, even output width (no 1-pixel remainder)
+    (2048, 100, 5, 6, 3, 1, 1, 1),   # 288-word windows: weights in 3 groups of blocks, the last one short
+    (2048, 100, 9, 7, 3, 2, 2, 2),   # the same, dilated (one run per tap, 32 words, flushed inside a run)
+    (1, 17, 7, 7, 3, 1, 1, 1),       # a single channel
+])
+def test_packed_conv_blocking_edges_and_threads(cin, cout, h, w, k, stride, padding, dilation):
+    torch.manual_seed(cin + cout)
+    x = torch.randn(2, cin, h, w)
+    wt = torch.randn(cout, cin, k, k).sign()
+    ref = F.conv2d(F.pad(torch.where(x < 0, -1.0, 1.0), (padding,) * 4, value=-1.0), wt, None, stride, 0,
+                   dilation).round().int()
+    ops = _ext.load()
+    wp = ops.pack_weight(wt.permute(0, 2, 3, 1).contiguous())
+    empty = torch.empty(0)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):  # the work split between threads must not change a value
+            torch.set_num_threads(threads)
+            for path in _paths():
+                xp = ops.pack_act(x.permute(0, 2, 3, 1).contiguous(), empty, empty, empty, padding, padding, path)
+                got = ops.binary_conv(xp, wp, cin, k, k, stride, dilation, empty, empty, empty, path)
+                assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, threads)
+    finally:
+        torch.set_num_threads(old)
 
 
 def _randomize(model):

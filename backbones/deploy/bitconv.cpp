@@ -38,32 +38,49 @@ Path resolve(const std::string& p) {
   return SCALAR;
 }
 
-// ---------------------------------------------------------------- popcount dot products
-// pop[j] = sum_k popcount(a[k] ^ w[j][k]) for 4 weight rows at once (the activation word is loaded once).
-void pop4_scalar(const uint64_t* a, const uint64_t* const* w, int64_t n, int64_t* pop) {
-  int64_t p0 = 0, p1 = 0, p2 = 0, p3 = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    uint64_t v = a[k];
-    p0 += __builtin_popcountll(v ^ w[0][k]);
-    p1 += __builtin_popcountll(v ^ w[1][k]);
-    p2 += __builtin_popcountll(v ^ w[2][k]);
-    p3 += __builtin_popcountll(v ^ w[3][k]);
+// ---------------------------------------------------------------- popcount tiles
+// The conv is tiled as P output pixels (neighbours along a row) x OB output channels. Weights are
+// re-laid out as blocks of OB channels with word k of all OB channels side by side, (ceil(O/OB), Kw, OB),
+// so one vector load covers several channels and each activation word is broadcast once per tile:
+// every loaded word is reused P (weights) or OB (activations) times, and the per-channel sums stay in
+// vector lanes (no horizontal reduction). A tile computes, for each of its P pixels and OB channels,
+// pop = sum over the receptive field of popcount(a XOR w).
+constexpr int OB = 16;  // output channels per block (four AVX2 / two AVX-512 vectors of 64-bit lanes)
+constexpr int PB = 2;   // output pixels per tile (AVX2: 8 byte-count accumulators of 16 registers)
+
+// The receptive field is read as runs of contiguous words: one per kernel row when dilation is 1 (the KW taps
+// of a row sit side by side in the packed NHWC layout), else one per tap. a: first pixel's top-left word;
+// step: words between neighbouring pixels; runs[i]: word offset of run i from a; len: words per run;
+// wb: the channel block's weights (Kw x OB words, in the same order); pop: P x OB sums.
+struct TileArgs {
+  const uint64_t* a;
+  int64_t step;
+  const int64_t* runs;
+  int64_t nruns, len;
+  const uint64_t* wb;
+};
+
+template <int P>
+inline __attribute__((always_inline)) void tile_generic(const TileArgs& t, int32_t* pop) {
+  int64_t s[P][OB] = {};
+  for (int64_t k = 0; k < t.nruns; ++k) {
+    const uint64_t* a = t.a + t.runs[k];
+    const uint64_t* w = t.wb + k * t.len * OB;
+    for (int64_t c = 0; c < t.len; ++c)
+      for (int p = 0; p < P; ++p) {
+        const uint64_t x = a[p * t.step + c];
+        for (int j = 0; j < OB; ++j) s[p][j] += __builtin_popcountll(x ^ w[c * OB + j]);
+      }
   }
-  pop[0] = p0; pop[1] = p1; pop[2] = p2; pop[3] = p3;
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < OB; ++j) pop[p * OB + j] = static_cast<int32_t>(s[p][j]);
 }
 
-__attribute__((target("popcnt"))) void pop4_popcnt(const uint64_t* a, const uint64_t* const* w, int64_t n,
-                                                   int64_t* pop) {
-  int64_t p0 = 0, p1 = 0, p2 = 0, p3 = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    uint64_t v = a[k];
-    p0 += __builtin_popcountll(v ^ w[0][k]);
-    p1 += __builtin_popcountll(v ^ w[1][k]);
-    p2 += __builtin_popcountll(v ^ w[2][k]);
-    p3 += __builtin_popcountll(v ^ w[3][k]);
-  }
-  pop[0] = p0; pop[1] = p1; pop[2] = p2; pop[3] = p3;
-}
+template <int P>
+void tile_scalar(const TileArgs& t, int32_t* pop) { tile_generic<P>(t, pop); }
+
+template <int P>
+__attribute__((target("popcnt"))) void tile_popcnt(const TileArgs& t, int32_t* pop) { tile_generic<P>(t, pop); }
 
 __attribute__((target("avx2,popcnt"))) inline __m256i popcnt_bytes_avx2(__m256i v) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
@@ -74,54 +91,127 @@ __attribute__((target("avx2,popcnt"))) inline __m256i popcnt_bytes_avx2(__m256i 
   return _mm256_add_epi8(lo, hi);
 }
 
-__attribute__((target("avx2,popcnt"))) void pop4_avx2(const uint64_t* a, const uint64_t* const* w, int64_t n,
-                                                      int64_t* pop) {
-  __m256i acc[4];
-  for (int j = 0; j < 4; ++j) acc[j] = _mm256_setzero_si256();
+// sum (64-bit) += SAD of the byte counts cnt; cnt = 0
+template <int P, int V>
+__attribute__((target("avx2"))) inline void flush_avx2(__m256i (&cnt)[P][V], int64_t (&sum)[P][OB]) {
   const __m256i zero = _mm256_setzero_si256();
-  int64_t k = 0;
-  // byte counts are summed over up to 31 vectors (31 * 8 < 256) before widening with SAD
-  while (k + 4 <= n) {
-    __m256i b[4];
-    for (int j = 0; j < 4; ++j) b[j] = zero;
-    int64_t end = std::min(n - (n - k) % 4, k + 4 * 31);
-    for (; k < end; k += 4) {
-      __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k));
-      for (int j = 0; j < 4; ++j)
-        b[j] = _mm256_add_epi8(b[j], popcnt_bytes_avx2(_mm256_xor_si256(
-                                         v, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[j] + k)))));
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) {
+      __m256i* d = reinterpret_cast<__m256i*>(&sum[p][4 * v]);
+      _mm256_store_si256(d, _mm256_add_epi64(_mm256_load_si256(d), _mm256_sad_epu8(cnt[p][v], zero)));
+      cnt[p][v] = zero;
     }
-    for (int j = 0; j < 4; ++j) acc[j] = _mm256_add_epi64(acc[j], _mm256_sad_epu8(b[j], zero));
+}
+
+// AVX2: byte counts per 64-bit lane (lane = one output channel) add up over at most 31 words
+// (31 * 8 < 256), then SAD widens them into 64-bit sums kept in memory (rarely touched).
+template <int P>
+__attribute__((target("avx2,popcnt"))) void tile_avx2(const TileArgs& t, int32_t* pop) {
+  constexpr int V = OB / 4;
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i cnt[P][V];
+  alignas(32) int64_t sum[P][OB] = {};
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) cnt[p][v] = zero;
+  int64_t left = 31;  // words that may still be added before the byte counts must be flushed
+  const uint64_t* w = t.wb;
+  for (int64_t k = 0; k < t.nruns; ++k) {
+    const uint64_t* a = t.a + t.runs[k];
+    for (int64_t c = 0; c < t.len;) {
+      if (left == 0) {
+        flush_avx2<P, V>(cnt, sum);
+        left = 31;
+      }
+      const int64_t end = std::min(t.len, c + left);
+      left -= end - c;
+      for (; c < end; ++c, w += OB) {
+        __m256i wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * v));
+        for (int p = 0; p < P; ++p) {
+          const __m256i x = _mm256_set1_epi64x(static_cast<int64_t>(a[p * t.step + c]));
+          for (int v = 0; v < V; ++v)
+            cnt[p][v] = _mm256_add_epi8(cnt[p][v], popcnt_bytes_avx2(_mm256_xor_si256(x, wv[v])));
+        }
+      }
+    }
   }
-  for (int j = 0; j < 4; ++j) {
-    alignas(32) int64_t t[4];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(t), acc[j]);
-    int64_t s = t[0] + t[1] + t[2] + t[3];
-    for (int64_t r = k; r < n; ++r) s += _mm_popcnt_u64(a[r] ^ w[j][r]);
-    pop[j] = s;
+  flush_avx2<P, V>(cnt, sum);
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < OB; ++j) pop[p * OB + j] = static_cast<int32_t>(sum[p][j]);
+}
+
+// AVX-512 VPOPCNTDQ: a 64-bit popcount per lane, summed straight into 64-bit lanes.
+template <int P>
+__attribute__((target("avx512f,avx512vpopcntdq"))) void tile_avx512(const TileArgs& t, int32_t* pop) {
+  constexpr int V = OB / 8;
+  __m512i acc[P][V];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) acc[p][v] = _mm512_setzero_si512();
+  const uint64_t* w = t.wb;
+  for (int64_t k = 0; k < t.nruns; ++k) {
+    const uint64_t* a = t.a + t.runs[k];
+    for (int64_t c = 0; c < t.len; ++c, w += OB) {
+      __m512i wv[V];
+      for (int v = 0; v < V; ++v) wv[v] = _mm512_loadu_si512(w + 8 * v);
+      for (int p = 0; p < P; ++p) {
+        const __m512i x = _mm512_set1_epi64(static_cast<int64_t>(a[p * t.step + c]));
+        for (int v = 0; v < V; ++v) acc[p][v] = _mm512_add_epi64(acc[p][v], _mm512_popcnt_epi64(_mm512_xor_si512(x, wv[v])));
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + p * OB + 8 * v), _mm512_cvtepi64_epi32(acc[p][v]));
+}
+
+using Tile = void (*)(const TileArgs&, int32_t*);
+
+// {PB-pixel tile, 1-pixel tile (the row's remainder)}
+void tiles_for(Path p, Tile* full, Tile* one) {
+  if (p == AVX512) { *full = tile_avx512<PB>; *one = tile_avx512<1>; return; }
+  if (p == AVX2) { *full = tile_avx2<PB>; *one = tile_avx2<1>; return; }
+  if (__builtin_cpu_supports("popcnt")) { *full = tile_popcnt<PB>; *one = tile_popcnt<1>; return; }
+  *full = tile_scalar<PB>;
+  *one = tile_scalar<1>;
+}
+
+// ---------------------------------------------------------------- epilogue
+// n outputs of one pixel: int32 K - 2*pop (s null), else float (K - 2*pop) * s + b (+ r), op by op as before.
+void epilogue_scalar(const int32_t* q, int64_t n, int64_t K, const float* s, const float* b, const float* r,
+                     void* out) {
+  if (!s) {
+    int32_t* oi = static_cast<int32_t*>(out);
+    for (int64_t j = 0; j < n; ++j) oi[j] = static_cast<int32_t>(K - 2 * q[j]);
+    return;
+  }
+  float* of = static_cast<float*>(out);
+  for (int64_t j = 0; j < n; ++j) {
+    float v = static_cast<float>(K - 2 * q[j]) * s[j] + b[j];
+    of[j] = r ? v + r[j] : v;
   }
 }
 
-__attribute__((target("avx512f,avx512vpopcntdq"))) void pop4_avx512(const uint64_t* a, const uint64_t* const* w,
-                                                                    int64_t n, int64_t* pop) {
-  __m512i acc[4];
-  for (int j = 0; j < 4; ++j) acc[j] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < n; k += 8) {
-    __mmask8 m = n - k >= 8 ? 0xff : static_cast<__mmask8>((1u << (n - k)) - 1);
-    __m512i v = _mm512_maskz_loadu_epi64(m, a + k);
-    for (int j = 0; j < 4; ++j)
-      acc[j] = _mm512_add_epi64(acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_maskz_loadu_epi64(m, w[j] + k))));
+__attribute__((target("avx2"))) void epilogue_avx2(const int32_t* q, int64_t n, int64_t K, const float* s,
+                                                   const float* b, const float* r, void* out) {
+  const __m256i k = _mm256_set1_epi32(static_cast<int32_t>(K));
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256i pop = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + j));
+    __m256i d = _mm256_sub_epi32(k, _mm256_add_epi32(pop, pop));
+    if (!s) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<int32_t*>(out) + j), d);
+      continue;
+    }
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(s + j)), _mm256_loadu_ps(b + j));
+    if (r) v = _mm256_add_ps(v, _mm256_loadu_ps(r + j));
+    _mm256_storeu_ps(static_cast<float*>(out) + j, v);
   }
-  for (int j = 0; j < 4; ++j) pop[j] = _mm512_reduce_add_epi64(acc[j]);
+  if (j < n)
+    epilogue_scalar(q + j, n - j, K, s ? s + j : nullptr, s ? b + j : nullptr, r ? r + j : nullptr,
+                    s ? static_cast<void*>(static_cast<float*>(out) + j) : static_cast<void*>(static_cast<int32_t*>(out) + j));
 }
 
-using Pop4 = void (*)(const uint64_t*, const uint64_t* const*, int64_t, int64_t*);
-
-Pop4 pop4_for(Path p) {
-  if (p == AVX512) return pop4_avx512;
-  if (p == AVX2) return pop4_avx2;
-  return __builtin_cpu_supports("popcnt") ? pop4_popcnt : pop4_scalar;
-}
+using Epilogue = void (*)(const int32_t*, int64_t, int64_t, const float*, const float*, const float*, void*);
 
 // ---------------------------------------------------------------- packing
 // One pixel's C floats -> Cw words. With the quantizer (b0, slope, b1 non-null):
@@ -222,7 +312,8 @@ at::Tensor pack_act(at::Tensor x, at::Tensor b0, at::Tensor slope, at::Tensor b1
   return out;
 }
 
-// Pack +-1 float weights given as (O, KH, KW, C) contiguous to (O, KH*KW*Cw) words, the patch's order.
+// Pack +-1 float weights given as (O, KH, KW, C) contiguous to (O, KH*KW*Cw) words, the receptive field's order
+// (ky, kx, channel word); binary_conv re-lays them out in channel blocks for its tiles.
 at::Tensor pack_weight(at::Tensor wh) {
   TORCH_CHECK(wh.dim() == 4 && wh.is_contiguous() && wh.scalar_type() == at::kFloat,
               "pack_weight: contiguous float (O, KH, KW, C) weight expected");
@@ -266,33 +357,51 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
   const float* pb = as_int ? nullptr : bias.data_ptr<float>();
   const float* pr = has_res ? residual.data_ptr<float>() : nullptr;
   void* po = out.data_ptr();
-  Pop4 pop4 = pop4_for(resolve(path));
-  const int64_t O4 = (O + 3) / 4 * 4;
-  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
-    std::vector<uint64_t> patch(Kw);
-    std::vector<int64_t> pops(O4);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / Ho, oy = r % Ho;
-      for (int64_t ox = 0; ox < Wo; ++ox) {
-        for (int64_t ky = 0; ky < KH; ++ky)  // gather the receptive field into one contiguous run of words
-          for (int64_t kx = 0; kx < KW; ++kx) {
-            const uint64_t* src = px + ((n * Hp + oy * stride + ky * dilation) * Wp + ox * stride + kx * dilation) * Cw;
-            std::memcpy(patch.data() + (ky * KW + kx) * Cw, src, Cw * sizeof(uint64_t));
-          }
-        for (int64_t o = 0; o < O; o += 4) {
-          const uint64_t* rows[4];
-          for (int j = 0; j < 4; ++j) rows[j] = pwt + std::min(o + j, O - 1) * Kw;
-          pop4(patch.data(), rows, Kw, pops.data() + o);
+  const Path p = resolve(path);
+  Tile tile_full, tile_one;
+  tiles_for(p, &tile_full, &tile_one);
+  // weights re-laid out in blocks of OB channels (see the tiles); channels past O are zero words
+  const int64_t NB = (O + OB - 1) / OB;
+  std::vector<uint64_t> wb(NB * Kw * OB, 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t k = 0; k < Kw; ++k) wb[((o / OB) * Kw + k) * OB + o % OB] = pwt[o * Kw + k];
+  // runs of contiguous words in the window (see TileArgs): kernel rows when dilation is 1, else single taps
+  const bool rows = dilation == 1;
+  const int64_t nruns = rows ? KH : KH * KW, len = rows ? KW * Cw : Cw;
+  std::vector<int64_t> runs(nruns);
+  for (int64_t i = 0; i < nruns; ++i)
+    runs[i] = rows ? i * Wp * Cw : ((i / KW) * dilation * Wp + (i % KW) * dilation) * Cw;
+  const Epilogue epilogue = p != SCALAR && has_avx2() ? epilogue_avx2 : epilogue_scalar;
+  // work item = (group of channel blocks, output row, block in the group). A group's weights (at most
+  // ~128 KiB) stay in L2 while its rows pass, and each output row is finished while it is in cache; the
+  // items are split between threads in order, evenly even when there are few rows.
+  const int64_t R = N * Ho, G = std::max<int64_t>(1, std::min<int64_t>(NB, (128 << 10) / (Kw * OB * 8)));
+  const int64_t NG = (NB + G - 1) / G;
+  at::parallel_for(0, NG * R * G, 1, [&](int64_t i0, int64_t i1) {
+    int32_t pop[PB * OB];
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
+      if (b >= NB) continue;  // the last group's missing blocks
+      const int64_t o0 = b * OB, no = std::min<int64_t>(OB, O - o0);
+      const TileArgs t0{nullptr, stride * Cw, runs.data(), nruns, len, wb.data() + b * Kw * OB};
+      const uint64_t* row = px + (n * Hp + oy * stride) * Wp * Cw;
+      for (int64_t ox = 0; ox < Wo; ox += PB) {
+        const int64_t np = std::min<int64_t>(PB, Wo - ox);
+        TileArgs t = t0;
+        t.a = row + ox * stride * Cw;
+        // fetch the epilogue's residual and output lines now, so they arrive while the tile computes
+        const int64_t base0 = ((n * Ho + oy) * Wo + ox) * O + o0;
+        for (int64_t q = 0; q < np; ++q) {
+          if (pr) __builtin_prefetch(pr + base0 + q * O, 0);
+          __builtin_prefetch(static_cast<char*>(po) + (base0 + q * O) * 4, 1);
         }
-        const int64_t base = ((n * Ho + oy) * Wo + ox) * O;
-        if (as_int) {
-          int32_t* oi = static_cast<int32_t*>(po) + base;
-          for (int64_t o = 0; o < O; ++o) oi[o] = static_cast<int32_t>(K - 2 * pops[o]);
-        } else {
-          float* of = static_cast<float*>(po) + base;
-          for (int64_t o = 0; o < O; ++o) of[o] = static_cast<float>(K - 2 * pops[o]) * ps[o] + pb[o];
-          if (pr)
-            for (int64_t o = 0; o < O; ++o) of[o] += pr[base + o];
+        (np == PB ? tile_full : tile_one)(t, pop);
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t base = ((n * Ho + oy) * Wo + ox + q) * O + o0;
+          void* o = as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base)
+                           : static_cast<void*>(static_cast<float*>(po) + base);
+          epilogue(pop + q * OB, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0,
+                   pr ? pr + base : nullptr, o);
         }
       }
     }
