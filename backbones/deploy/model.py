@@ -190,7 +190,9 @@ class DeployedBackbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, x):
-        x = self.stem(x.float())
+        # channels_last from the input on: the stem conv then writes NHWC, and the max-pool on an NCHW
+        # tensor took 12 ms of a ~50 ms batch-1 forward at 224 (0.6 ms on NHWC)
+        x = self.stem(x.float().contiguous(memory_format=torch.channels_last))
         if self.stem_relu:
             x = F.relu(x)
         if self.maxpool:
