@@ -4,6 +4,7 @@ whole BiNealNet / INT8 backbones close, export round trip, and the bad-input err
 The first run compiles backbones/deploy/bitconv.cpp (cached under ~/.cache/binealbench); tests that
 need it skip only when no C++ compiler exists, and say so."""
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -266,3 +267,39 @@ def test_bench_deploy_refuses_a_variant_without_kernels(tmp_path):
     ckpt, _ = _fake_run(tmp_path, "binealnet", variant="binary-activations")
     with pytest.raises(BenchError, match="binary-activations.*no deployed kernel"):
         bd.deploy_checkpoint(ckpt, results_dir=tmp_path / "res", repeats=1, batch=2)
+
+
+@needs_compiler
+@pytest.mark.parametrize("task,backbone", [("detection", "binealnet"), ("detection", "int8")])
+def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
+    """A detector's backbone on the kernels: the same feature maps as the fake-quant backbone, the
+    same test metric as the run recorded (re-evaluated), a record whose columns join the run's row."""
+    from bench import results
+    from bench.cli import main
+    res, wd = tmp_path / "res", tmp_path / "wd"
+    assert main(["run", "--task", task, "--backbone", backbone, "--width", "0.25", "--results-dir", str(res),
+                 "--work-dir", str(wd)]) == 0
+    ckpt = (wd / "last_checkpoint").read_text().strip()
+    assert main(["deploy", ckpt, "--results-dir", str(res), "--repeats", "3"]) == 0
+    (f,) = (res / "deploy" / task).glob("*.json")
+    d = json.loads(f.read_text())
+    (run_rec,) = (res / task).glob("*.json")
+    assert d["timed"] == "backbone" and d["record"] == str(run_rec)
+    assert d["metric_fake_quant"] == json.loads(run_rec.read_text())["metric"]["value"] == d["metric_recorded"]
+    assert d["max_rel_feature_diff"] < (1e-4 if backbone == "binealnet" else 0.1)  # INT8: one extra rounding
+    assert d["export_bytes"] > 0 and d["latency_ms_batch1"]["1"] > 0
+    assert f"## {task}: the backbone on the kernels" in (res / "deploy.md").read_text()
+    results.report(res)
+    assert "deployed b1 1T (ms)" in (res / f"{task}.md").read_text()
+
+
+@needs_compiler
+def test_segmentation_is_refused_until_its_backbone_agrees(tmp_path, capsys):
+    from bench.cli import main
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"state_dict": {}, "meta": {}}, run / "epoch_1.pth")
+    (run / "bench_run.json").write_text(json.dumps(dict(task="segmentation", backbone="binealnet", schedule="smoke")))
+    assert main(["deploy", str(run / "epoch_1.pth"), "--results-dir", str(tmp_path / "res")]) == 2
+    assert "segmentation run; bench deploy handles classification checkpoints whole and detection" in \
+        capsys.readouterr().err
