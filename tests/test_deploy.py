@@ -272,8 +272,9 @@ def test_bench_deploy_refuses_a_variant_without_kernels(tmp_path):
 @needs_compiler
 @pytest.mark.parametrize("task,backbone", [("detection", "binealnet"), ("detection", "int8")])
 def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
-    """A detector's backbone on the kernels: the same feature maps as the fake-quant backbone, the
-    same test metric as the run recorded (re-evaluated), a record whose columns join the run's row."""
+    """A detector's backbone on the kernels (segmentation takes the same path): the same feature maps
+    as the fake-quant backbone, the same test metric as the run recorded (re-evaluated), a record
+    whose columns join the run's row."""
     from bench import results
     from bench.cli import main
     res, wd = tmp_path / "res", tmp_path / "wd"
@@ -294,12 +295,13 @@ def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
 
 
 @needs_compiler
-def test_segmentation_is_refused_until_its_backbone_agrees(tmp_path, capsys):
-    from bench.cli import main
-    run = tmp_path / "run"
-    run.mkdir()
-    torch.save({"state_dict": {}, "meta": {}}, run / "epoch_1.pth")
-    (run / "bench_run.json").write_text(json.dumps(dict(task="segmentation", backbone="binealnet", schedule="smoke")))
-    assert main(["deploy", str(run / "epoch_1.pth"), "--results-dir", str(tmp_path / "res")]) == 2
-    assert "segmentation run; bench deploy handles classification checkpoints whole and detection" in \
-        capsys.readouterr().err
+@pytest.mark.parametrize("strides,dilations", [((1, 2, 2, 2), (1, 1, 1, 1)), ((1, 2, 1, 1), (1, 1, 2, 4))])
+def test_deployed_segmentation_backbones_equal_fake_quant(strides, dilations):
+    """FCN-D8's strides and dilations, every stage output (a trained-like state: no sign ties at 0)."""
+    torch.manual_seed(0)
+    bb = _randomize(backbones.build("binealnet", width=0.25, strides=strides, dilations=dilations,
+                                    out_indices=(0, 1, 2, 3)))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(deploy.deploy_backbone(bb, x)(x), bb(x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
