@@ -72,14 +72,15 @@ def split_tensors(cfg, split):
     return x, y
 
 
-def recorded_metric(ckpt, args):
-    """The top-1 the run's own record holds (results dir beside the work dir, or the repository's)."""
+def recorded_metric(ckpt, args, results_dir=None):
+    """The metric the run's own record holds, and that record's path (looked up in ``results_dir`` if
+    given, the results dir beside the work dir, then the repository's); (None, None) when there is none."""
     from .runner import run_name
     name = run_name(args["backbone"], args.get("variant"), args["schedule"], args.get("epochs"), args["data"],
                     args.get("seed", 0), dict(args.get("task_options", {}),
                                               **({"recipe": args["recipe"]} if args.get("recipe") else {})))
-    for d in (Path(ckpt).parent.parent / "results", RESULTS_DIR):
-        f = d / "classification" / f"{name}.json"
+    for d in ([Path(results_dir)] if results_dir else []) + [Path(ckpt).parent.parent / "results", RESULTS_DIR]:
+        f = d / args.get("task", "classification") / f"{name}.json"
         if f.is_file():
             return json.loads(f.read_text())["metric"]["value"], str(f)
     return None, None
@@ -168,7 +169,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     from backbones import deploy
     from mmengine.runner import Runner
 
-    from .runner import _prepare_cfg, _unwrap, run_name
+    from .runner import _prepare_cfg, _unwrap
 
     task = tasks.get(args["task"])
     data_root = Path(args["data"])
@@ -213,12 +214,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         feature_diff = float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
     lat = {t: median_ms(deployed_bb, x, t, repeats) for t in threads}
     lat_fq = {t: median_ms(fq_backbone, x, t, max(1, repeats // 3)) for t in threads}
-    name = run_name(args["backbone"], args.get("variant"), args["schedule"], args.get("epochs"), args["data"],
-                    args.get("seed", 0), dict(args.get("task_options", {}),
-                                              **({"recipe": args["recipe"]} if args.get("recipe") else {})))
-    rec_file = next((f for d in (Path(results_dir), ckpt.parent.parent / "results", RESULTS_DIR)
-                     for f in [d / task.NAME / f"{name}.json"] if f.is_file()), None)
-    recorded = json.loads(rec_file.read_text())["metric"]["value"] if rec_file else None
+    recorded, rec_file = recorded_metric(ckpt, args, results_dir)
     rec = dict(
         task=task.NAME, backbone=args["backbone"], variant=args.get("variant"), kind=kind, timed="backbone",
         schedule=args["schedule"], checkpoint=str(ckpt), kernel=kernel + " (backbone; neck and head fake-quant)",
@@ -226,7 +222,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         input_size=list(x.shape[1:]), latency_ms_batch1={str(t): round(v, 3) for t, v in lat.items()},
         fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()}, repeats=repeats,
         metric_name=task.METRIC["name"], metric_deployed=metric_dep, metric_fake_quant=metric_fq,
-        metric_recorded=recorded, record=str(rec_file) if rec_file else None, machine=_machine(),
+        metric_recorded=recorded, record=rec_file, machine=_machine(),
         max_rel_feature_diff=feature_diff,
         timing_note="medians; see load_avg_1min_at_start for how busy the machine was", commit=COMMIT,
         versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats}")

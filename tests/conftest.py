@@ -1,5 +1,25 @@
-"""Shared test settings."""
+"""Shared test settings and fixtures."""
+import shutil
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    """A tiny real subset of ../shared/data/cifar10-jpeg (or the embedded sample without ../shared):
+    12 train / 6 test images per class."""
+    shared = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+    src = shared if shared.is_dir() else REPO / "data" / "cifar10-sample"
+    dst = tmp_path_factory.mktemp("cifar-tiny")
+    for split, n in (("train", 12), ("test", 6)):
+        for c in sorted((src / split).iterdir()):
+            (dst / split / c.name).mkdir(parents=True)
+            for f in sorted(c.iterdir())[:n]:
+                shutil.copy(f, dst / split / c.name / f.name)
+    return dst
 
 
 @pytest.fixture(autouse=True, scope="session")

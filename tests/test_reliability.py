@@ -164,18 +164,6 @@ def test_hostile_coco(tmp_path, kind, msg):
 
 
 # ---------------------------------------------------------------- resume, free space, multi-process
-def _tiny_cifar(tmp_path):
-    shared = REPO.parent / "shared" / "data" / "cifar10-jpeg"
-    src = shared if shared.is_dir() else REPO / "data" / "cifar10-sample"
-    dst = tmp_path / "cifar-tiny"
-    for split, n in (("train", 12), ("test", 6)):
-        for c in sorted((src / split).iterdir()):
-            (dst / split / c.name).mkdir(parents=True)
-            for f in sorted(c.iterdir())[:n]:
-                shutil.copy(f, dst / split / c.name / f.name)
-    return dst
-
-
 def _cls_run(tmp_path, data, wd, *args):
     return main(["run", "--task", "classification", "--backbone", "fp32", "--data", str(data), "--width", "0.25",
                  "--work-dir", str(wd), "--results-dir", str(tmp_path / f"res-{wd.name}"), *args])
@@ -190,8 +178,8 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-def test_resumed_run_equals_uninterrupted_run_and_counts_all_wall_time(tmp_path):
-    data = _tiny_cifar(tmp_path)
+def test_resumed_run_equals_uninterrupted_run_and_counts_all_wall_time(tmp_path, cifar_root):
+    data = cifar_root
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     assert _cls_run(tmp_path, data, whole, "--epochs", "2") == 0
     # the same run stopped after epoch 1: its work dir as a kill after that checkpoint leaves it
@@ -209,9 +197,9 @@ def test_resumed_run_equals_uninterrupted_run_and_counts_all_wall_time(tmp_path)
     assert rec_cut["wall_s"] == pytest.approx(sum(rec_cut["wall_s_parts"]))
 
 
-def test_too_little_free_space_stops_before_training(tmp_path, capsys, monkeypatch):
+def test_too_little_free_space_stops_before_training(tmp_path, capsys, monkeypatch, cifar_root):
     import collections
-    data = _tiny_cifar(tmp_path)
+    data = cifar_root
     wd = tmp_path / "wd"
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - (5 << 20), 5 << 20))
@@ -241,8 +229,8 @@ def test_augmentation_is_the_same_over_any_process_count(monkeypatch):
         assert torch.equal(part, one[rank::2])
 
 
-def test_launcher_without_torchrun_and_batch_that_does_not_split(tmp_path, capsys, monkeypatch):
-    data = _tiny_cifar(tmp_path)
+def test_launcher_without_torchrun_and_batch_that_does_not_split(tmp_path, capsys, monkeypatch, cifar_root):
+    data = cifar_root
     for k in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(k, raising=False)
     assert _cls_run(tmp_path, data, tmp_path / "wd", "--launcher", "pytorch") == 2
@@ -259,10 +247,10 @@ def test_launcher_without_torchrun_and_batch_that_does_not_split(tmp_path, capsy
 TWO_PROCESS_TOLERANCE = 0.1
 
 
-def test_two_processes_with_gloo_on_cpu(tmp_path):
+def test_two_processes_with_gloo_on_cpu(tmp_path, cifar_root):
     import subprocess
     import sys
-    data = _tiny_cifar(tmp_path)
+    data = cifar_root
     one, two = tmp_path / "one", tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -19,19 +19,6 @@ SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 TINY = ["--width", "0.25"]  # small backbones keep the suite fast; the width is recorded
 
 
-@pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory):
-    """A tiny real subset of ../shared/data/cifar10-jpeg (or the embedded sample without ../shared)."""
-    src = SHARED_CIFAR if SHARED_CIFAR.is_dir() else REPO / "data" / "cifar10-sample"
-    dst = tmp_path_factory.mktemp("cifar-tiny")
-    for split, n in (("train", 12), ("test", 6)):
-        for c in sorted((src / split).iterdir()):
-            (dst / split / c.name).mkdir(parents=True)
-            for f in sorted(c.iterdir())[:n]:
-                shutil.copy(f, dst / split / c.name / f.name)
-    return dst
-
-
 def _run(tmp_path, *args):
     return main(["run", "--task", "classification", "--results-dir", str(tmp_path / "res"),
                  "--work-dir", str(tmp_path / "wd"), *args])
