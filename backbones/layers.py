@@ -28,6 +28,11 @@ class QConv2d(nn.Conv2d):
 
     #: reuse the eval-mode border term across calls (off only to measure what it saves: bench.speed)
     cache_border = True
+    #: how binary inputs get their -1 pad: "border" (zero-pad conv + the ring's share, no copy of the
+    #: input) or "explicit" (F.pad(a, value=-1), conv without padding: one copy, but torch.compile
+    #: fuses it into the sign kernel and saves the ring conv and its weight gradient). Same output;
+    #: `python -m bench.speed --pad-mode both` times the two.
+    pad_mode = "border"
 
     def __init__(self, *args, weight_quantizer: Quantizer | None = None, act_quantizer: Quantizer | None = None,
                  scales_after: bool = False, **kwargs):
@@ -83,7 +88,12 @@ class QConv2d(nn.Conv2d):
                 w, scale = wq(self.weight), aq.scale
             if not self.scales_after:
                 w = w * (scale.view(-1, 1, 1, 1) if scale.dim() else scale)
-            y = self._conv(a, w) + self._border(a, w, aq.pad_unit)
+            ph, pw = _pair(self.padding)
+            if self.pad_mode == "explicit" and aq.pad_unit != 0 and (ph or pw):
+                y = F.conv2d(F.pad(a, (pw, pw, ph, ph), value=float(aq.pad_unit)), w, None, self.stride, 0,
+                             self.dilation, self.groups)
+            else:
+                y = self._conv(a, w) + self._border(a, w, aq.pad_unit)
             if self.scales_after:
                 y = y * scale.view(1, -1, 1, 1)
         if self.bias is not None:

@@ -10,6 +10,8 @@
 # `pretrain` schedule on CUDA.
 # Ablation (MODE=ablation): the seed's rows, 4 epochs each, all at once (a very short schedule, labelled so);
 # RECIPE=sgd-warmup VARIANTS=binary-activations reruns the row that diverged without warm-up.
+# Speed (MODE=speed): the compiled bf16 training step, binary vs float, with each -1 padding
+# (`python -m bench.speed --device cuda --compile --pad-mode both --profile`; issue 8's <= 1.3x).
 # Usage there: OUT=<folder for records> BENCH_COMMIT=<sha> [MODE=main|ablation] bash scripts/device_classification.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-480}; DATA=${DATA:-.devdata/cifar10-jpeg}
@@ -48,6 +50,9 @@ if [ "${MODE:-main}" = main ]; then
     if (( SECONDS > BUDGET_S )); then echo "== budget spent at $SECONDS s: skipping $v and later"; break; fi
     echo "== variant $v ($SECONDS s)"; run --backbone binealnet --variant "$v" --schedule gpu --epochs 3
   done
+elif [ "${MODE}" = speed ]; then
+  python3 -m bench.speed --device cuda --compile --pad-mode both --steps 20 --profile 2>&1 | tee "$OUT/speed.txt" \
+    | grep -E "ms/step|ratio"
 elif [ "${MODE}" = pretrain ]; then
   PY=python3 CIFAR="$DATA" DET_DATA="${DET_DATA:-.devdata/pennfudan}" PRE=pretrain DEVICE=cuda \
       bash scripts/pretrain_then_detect.sh 2>&1 | tee -a "$OUT/log.txt" | grep -E "bench: error|Traceback| = "

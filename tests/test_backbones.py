@@ -27,7 +27,10 @@ def _binary_conv(cin=4, cout=6, k=3, stride=1, padding=1, dilation=1, groups=1, 
 
 @pytest.mark.parametrize("stride,padding,dilation,groups", [(1, 0, 1, 1), (1, 1, 1, 1), (2, 1, 1, 2), (1, 2, 2, 1)])
 @pytest.mark.parametrize("scales_after", [False, True])
-def test_binary_conv_equals_float_conv_on_signs(stride, padding, dilation, groups, scales_after):
+@pytest.mark.parametrize("pad_mode", ["border", "explicit"])
+def test_binary_conv_equals_float_conv_on_signs(stride, padding, dilation, groups, scales_after, pad_mode,
+                                                monkeypatch):
+    monkeypatch.setattr(layers.QConv2d, "pad_mode", pad_mode)
     conv = _binary_conv(4, 6, 3, stride, padding, dilation, groups, scales_after, bias=True)
     with torch.no_grad():  # non-trivial learned values
         conv.weight_quantizer.alpha.uniform_(0.5, 2)
@@ -46,6 +49,25 @@ def test_binary_conv_equals_float_conv_on_signs(stride, padding, dilation, group
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
     # beta was initialised to mean |W| per output channel (the XNOR scale)
     torch.testing.assert_close(wq.beta.flatten(), conv.weight.abs().mean(dim=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
+def test_pad_modes_give_the_same_gradients(stride, padding, dilation, monkeypatch):
+    """The ring term (border) and an explicit -1 pad are two ways to the same conv: every
+    parameter and the input get the same gradient in training mode."""
+    torch.manual_seed(0)
+    conv = _binary_conv(4, 6, 3, stride, padding, dilation, bias=True)
+    x = torch.randn(3, 4, 10, 10)
+    grads = {}
+    for mode in ("border", "explicit"):
+        monkeypatch.setattr(layers.QConv2d, "pad_mode", mode)
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        (conv(xi) * torch.linspace(-1, 1, 6).view(1, -1, 1, 1)).square().sum().backward()
+        grads[mode] = [xi.grad] + [p.grad.clone() for p in conv.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads[mode][:2])
+    for g_border, g_explicit in zip(*grads.values()):
+        torch.testing.assert_close(g_border, g_explicit, rtol=1e-4, atol=1e-4)
 
 
 def test_int8_conv_matches_integer_arithmetic():
