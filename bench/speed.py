@@ -8,7 +8,8 @@ Steps of the networks alternate, so background load hits all alike; prints the m
 of each and the ratio binary/float (goal <= 1.3x). ``--pad-mode both`` times the binary net with
 each way of padding binary inputs with -1 (``QConv2d.pad_mode``). ``--profile`` prints, per
 network, the ops that take the most time in one step, to see where a binary step's extra time
-goes. ``--inference``: batch-1 eval latency
+goes. ``--count-kernels``: the number of kernels torch.compile generates for one whole step of each
+(device-independent; every kernel is a launch and a pass over memory). ``--inference``: batch-1 eval latency
 of BiNealNet with the -1 padding's border term recomputed at every call (before) and computed once
 per input shape (now), and img/s of each.
 """
@@ -50,6 +51,23 @@ def make_step(model, x, y, pad_mode="border"):
         step()
     QConv2d.pad_mode = "border"
     return step
+
+
+def count_kernels(build, kw, pad_mode, x, y):
+    """Kernels torch.compile generates for one training step (forward and backward) of a network."""
+    import torch._dynamo
+    import torch._inductor.metrics as metrics
+    QConv2d.pad_mode = pad_mode
+    model = build(kw)
+    head = torch.nn.Linear(model.out_channels[-1], 10).to(x.device)
+
+    def step(x, y):
+        F.cross_entropy(head(F.adaptive_avg_pool2d(model(x)[-1], 1).flatten(1)), y).backward()
+    torch._dynamo.reset()
+    metrics.reset()
+    torch.compile(step)(x, y)
+    QConv2d.pad_mode = "border"
+    return metrics.generated_kernel_count
 
 
 def profile(step, label, rows=12):
@@ -97,6 +115,8 @@ def main(argv=None):
     p.add_argument("--pad-mode", choices=["border", "explicit", "both"], default="border",
                    help="how binary inputs are padded with -1 (QConv2d.pad_mode); both: time each")
     p.add_argument("--profile", action="store_true", help="also print each network's top ops in one step")
+    p.add_argument("--count-kernels", action="store_true",
+                   help="only count the kernels torch.compile generates for one step of each network")
     p.add_argument("--inference", action="store_true", help="batch-1 eval latency, border cache off vs on")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -114,6 +134,12 @@ def main(argv=None):
     # each pad mode gets its own (identically initialised) network: a compiled graph bakes the mode in
     nets = {f"binealnet (binary, pad {m})": (dict(), m) for m in modes}
     nets["same net, fp32"] = (dict(precision="fp32"), "border")
+    if a.count_kernels:
+        for k, (kw, mode) in nets.items():
+            torch.manual_seed(0)
+            print(f"{k:32s} {count_kernels(build, kw, mode, x, y):5d} generated kernels in one training step "
+                  f"(forward + backward, batch {batch}, {a.input}x{a.input}, {a.device})", flush=True)
+        return
     steps = {}
     for k, (kw, mode) in nets.items():
         torch.manual_seed(0)
