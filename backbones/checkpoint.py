@@ -28,6 +28,11 @@ def load_backbone_weights(module: torch.nn.Module, path, prefix: str = "backbone
             shape_mismatch.append(f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}")
     missing = sorted(set(own) - set(loaded))
     module.load_state_dict(loaded, strict=False)
+    # a layer whose learned scales came from the checkpoint keeps them: the model-wide scale reset
+    # after init (QuantScalesAfterInit) would otherwise overwrite them with mean|W|
+    for name, m in module.named_modules():
+        if hasattr(m, "scales_from_checkpoint"):
+            m.scales_from_checkpoint = f"{name}.weight_quantizer.beta".lstrip(".") in loaded
     if shape_mismatch or missing:
         warnings.warn(f"{path}: loaded {len(loaded)} tensors; {len(shape_mismatch)} shape mismatches "
                       f"({'; '.join(shape_mismatch[:5])}); {len(missing)} left at init ({missing[:5]})")

@@ -26,6 +26,8 @@ class QConv2d(nn.Conv2d):
     only and multiplies the output by beta * gamma.
     """
 
+    #: set by backbones.checkpoint.load_backbone_weights: the learned scales came from a checkpoint
+    scales_from_checkpoint = False
     #: reuse the eval-mode border term across calls (off only to measure what it saves: bench.speed)
     cache_border = True
     #: how binary inputs get their -1 pad: "border" (zero-pad conv + the ring's share, no copy of the
@@ -110,6 +112,8 @@ class QConvTranspose2d(nn.ConvTranspose2d):
     The weight is (in, out, kh, kw); it is quantized as (out, in, kh, kw) so per-output-channel
     scales line up. A transposed conv inserts zeros itself, so there is no padding value to choose."""
 
+    scales_from_checkpoint = False  # as QConv2d's
+
     def __init__(self, *args, weight_quantizer=None, act_quantizer=None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.groups != 1:
@@ -153,10 +157,11 @@ def qdeconv(in_channels, out_channels, kernel_size, stride=1, padding=0, output_
 
 def reset_quantizer_scales(model: nn.Module) -> int:
     """Data-dependent quantizer init (binary beta = mean|W|) of every quantized layer in ``model``
-    from its current weights; call after anything that re-initialises weights. Returns the count."""
+    from its current weights; call after anything that re-initialises weights. Layers whose scales
+    were loaded from a checkpoint (``scales_from_checkpoint``) keep them. Returns the count."""
     n = 0
     for m in model.modules():
-        if isinstance(m, (QConv2d, QConvTranspose2d)):
+        if isinstance(m, (QConv2d, QConvTranspose2d)) and not m.scales_from_checkpoint:
             m.reset_quantizer_scales()
             n += 1
     return n

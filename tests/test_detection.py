@@ -239,6 +239,33 @@ def test_init_from_loads_backbone_and_reports_mismatch(tmp_path):
         wide.init_weights()
 
 
+@pytest.mark.parametrize("head_precision", ["fp32", "binary"])
+def test_init_from_keeps_the_checkpoints_learned_binary_scales(tmp_path, head_precision):
+    """With a quantized neck and head, the detector's init ends by setting binary beta = mean|W|
+    (QuantScalesAfterInit); a backbone loaded from a classification run must keep the beta that
+    run learned, while the neck and head (not in the checkpoint) still get mean|W|."""
+    from mmdet.registry import MODELS
+    cfg = DET.build_config("binealnet", DET.DEFAULT_DATA, "smoke", tmp_path, 0, head_precision=head_precision)
+    src = MODELS.build(cfg.model).backbone
+    with torch.no_grad():
+        for p_name, p in src.named_parameters():
+            if p_name.endswith("weight_quantizer.beta"):
+                p.uniform_(0.5, 2.0)  # learned values, unlike mean|W|
+    ckpt = tmp_path / "cls.pth"
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in src.state_dict().items()}}, ckpt)
+    m = MODELS.build(DET.build_config("binealnet", DET.DEFAULT_DATA, "smoke", tmp_path, 0, init_from=ckpt,
+                                      head_precision=head_precision).model)
+    m.init_weights()
+    betas = {k: v for k, v in m.backbone.state_dict().items() if k.endswith("weight_quantizer.beta")}
+    assert betas and all(torch.equal(v, src.state_dict()[k]) for k, v in betas.items())
+    others = [mod for name, mod in m.named_modules() if not name.startswith("backbone")
+              and hasattr(mod, "weight_quantizer") and hasattr(mod.weight_quantizer, "beta")]
+    for mod in others:
+        w = mod.weight.transpose(0, 1) if isinstance(mod, torch.nn.ConvTranspose2d) else mod.weight  # (out, in, ..)
+        torch.testing.assert_close(mod.weight_quantizer.beta.flatten(), w.abs().mean(dim=(1, 2, 3)))
+    assert bool(others) == (head_precision != "fp32")
+
+
 # ---------------------------------------------------------------- smoke trainings
 def _check_metrics(metrics):
     ap = metrics[DET.METRIC["key"]]
