@@ -87,10 +87,21 @@ def _fmt(x, scale=1.0, digits=4):
     return "" if x is None else f"{x / scale:.{digits}g}"
 
 
+def _options(r) -> dict:
+    """The record's task options as rows compare them: each backbone's ``init_from`` checkpoint is
+    its own file, so it stands as the kind of run it came from (task, schedule, data)."""
+    opts = dict(r.get("task_options", {}))
+    run = (r.get("init_from") or {}).get("run")
+    if opts.get("init_from") and run:
+        opts["init_from"] = (f"{run.get('task')} `{run.get('schedule')}` run on {Path(str(run.get('data'))).name} "
+                             "of the same backbone")
+    return opts
+
+
 def _group_key(r):
     """Records comparable in one table: same schedule (and epochs), data, seed, task options."""
     return (r["schedule"], r["epochs"], r["data"]["name"], r["data"].get("sha256", "")[:12],
-            json.dumps(r.get("task_options", {}), sort_keys=True))
+            json.dumps(_options(r), sort_keys=True))
 
 
 def _settings(r) -> str:
@@ -217,7 +228,7 @@ def task_table(records: list[dict]) -> str:
                   "", f"- schedule: {r0.get('schedule_label', r0['schedule'])}; epochs run: {r0['epochs']}",
                   f"- data: `{r0['data']['path']}` ({r0['data'].get('images', r0['data'].get('files'))} images, sha256 "
                   f"`{r0['data'].get('sha256', '')[:16]}`)",
-                  f"- options: {r0.get('task_options', {})}; seed {r0['seed']}; device {r0['device']}", ""]
+                  f"- options: {_options(r0)}; seed {r0['seed']}; device {r0['device']}", ""]
         head = (["backbone", "variant", "settings", r0["metric"]["name"]] + sec +
                 ["OPs (M)", "backbone OPs (M)", "BOPs (G)", "FP MACs (M)", "params (M)", "size (MB)", "input",
                  "latency b1 (ms)", "throughput (img/s)", "wall (s)", "seed acc.", "record"])
@@ -341,6 +352,9 @@ def overview(records: list[dict]) -> str:
         refs = [r for b, r in sorted(by.items()) if _is_reference(r)]
         any_rec = next((r for r in by.values() if not _is_reference(r)), next(iter(by.values())))
         name, model = any_rec["metric"]["name"], any_rec["config"].get("bench", {}).get("model", "linear head")
+        init = (any_rec.get("init_from") or {}).get("run")
+        if init:  # pretrained backbones: not comparable with the same model from scratch
+            model += f", backbone from {init.get('task')} `{init.get('schedule')}`"
         fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
         ref = "; ".join(f"{r['backbone']} {fmt(r['metric']['value'])}" for r in refs)
         lines.append(f"| [{task}]({task}.md) | {model} | {sched} ({epochs} ep) | {data} | {name} | "

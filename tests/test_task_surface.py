@@ -338,6 +338,25 @@ def test_overview_columns_from_known_records(tmp_path):
     assert fp32.rstrip().endswith("|  |  |  |  |  |")  # not deployed: empty cells
 
 
+def test_pretrained_rows_share_a_table_apart_from_rows_from_scratch(tmp_path):
+    """Each backbone starts from its own checkpoint, so rows group by the kind of run it came from
+    (task, schedule, data), never by its path; rows trained from scratch stay in their own table."""
+    for b, metric in (("binealnet", 0.1), ("int8", 0.2), ("fp32", 0.3)):
+        r = _record("detection", b, metric, 1e6, 1e6, 1.0, run=f"{b}_pre")
+        r["task_options"] = {"init_from": f"/somewhere/{b}_pretrain/epoch_4.pth"}
+        r["init_from"] = {"checkpoint": r["task_options"]["init_from"],
+                          "run": {"task": "classification", "schedule": "pretrain-short", "data": "../d/cifar10-jpeg"}}
+        results.write_record(r, tmp_path)
+    results.write_record(_record("detection", "int8", 0.5, 1e6, 1e6, 1.0, run="int8_scratch"), tmp_path)
+    results.report(tmp_path)
+    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [detection")]
+    assert len(rows) == 2
+    pre = next(line for line in rows if "backbone from classification `pretrain-short`" in line)
+    assert [c.strip() for c in pre.strip("|").split("|")][5:8] == ["0.1", "0.2", "0.3"]
+    table = (tmp_path / "detection.md").read_text()
+    assert table.count("## schedule") == 2 and "/somewhere/" not in table.split("| backbone")[0]
+
+
 def test_report_skips_a_bad_record_and_keeps_names_inside(tmp_path):
     results.write_record(_record("classification", "int8", 0.8, 600e6, 500e6, 2.0), tmp_path)
     (tmp_path / "classification" / "list.json").write_text("[1, 2]")
