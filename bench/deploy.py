@@ -178,6 +178,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     cfg = task.build_config(args["backbone"], data_root, args["schedule"], ckpt.parent / "deploy_eval",
                             args.get("seed", 0), epochs=args.get("epochs"), variant=args.get("variant"),
                             **task.options_with_defaults(args.get("task_options", {})))
+    cfg.log_level = "WARNING"  # the runner's config dump and loop logs would bury the deploy's summary lines
     runner = Runner.from_cfg(_prepare_cfg(cfg, False, "none"))
     try:
         runner.load_checkpoint(str(ckpt), map_location="cpu", strict=True)
