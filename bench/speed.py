@@ -26,6 +26,10 @@ import backbones
 from backbones.layers import QConv2d
 
 
+def _loss(model, head, x, y):
+    return F.cross_entropy(head(F.adaptive_avg_pool2d(model(x)[-1], 1).flatten(1)).float(), y)
+
+
 def make_step(model, x, y, pad_mode="border"):
     """A timed SGD step of ``model`` + a linear head on (x, y); bf16 autocast on CUDA, as training
     runs there. The first call (compilation, cuDNN autotune) happens here, untimed."""
@@ -40,8 +44,7 @@ def make_step(model, x, y, pad_mode="border"):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            logits = head(F.adaptive_avg_pool2d(model(x)[-1], 1).flatten(1))
-            loss = F.cross_entropy(logits.float(), y)
+            loss = _loss(model, head, x, y)
         loss.backward()
         opt.step()
         if cuda:
@@ -62,7 +65,7 @@ def count_kernels(build, kw, pad_mode, x, y):
     head = torch.nn.Linear(model.out_channels[-1], 10).to(x.device)
 
     def step(x, y):
-        F.cross_entropy(head(F.adaptive_avg_pool2d(model(x)[-1], 1).flatten(1)), y).backward()
+        _loss(model, head, x, y).backward()
     torch._dynamo.reset()
     metrics.reset()
     torch.compile(step)(x, y)

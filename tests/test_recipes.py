@@ -1,7 +1,5 @@
 """Recipes: parameter groups, lr scaling, two stages, INT8 from FP32 (PTQ), distillation, bad input."""
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,21 +12,13 @@ from bench import results
 from bench.cli import main
 from tasks import recipes
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 TINY = ["--width", "0.25"]
 
 
 @pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory):
-    src = SHARED_CIFAR if SHARED_CIFAR.is_dir() else REPO / "data" / "cifar10-sample"
-    dst = tmp_path_factory.mktemp("cifar-tiny")
-    for split, n in (("train", 8), ("test", 4)):
-        for c in sorted((src / split).iterdir()):
-            (dst / split / c.name).mkdir(parents=True)
-            for f in sorted(c.iterdir())[:n]:
-                shutil.copy(f, dst / split / c.name / f.name)
-    return dst
+def cifar_root(cifar_subset):
+    """8 train / 4 test real CIFAR-10 images per class (smaller than conftest's: many runs here)."""
+    return cifar_subset(8, 4)
 
 
 def test_groups_by_parameter_kind():
