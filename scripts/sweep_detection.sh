@@ -11,7 +11,8 @@ DATA=${DATA:-../shared/data/pennfudan}
 WIDTH=${WIDTH:-1.0}
 SCHEDULE=${SCHEDULE:-sweep}
 RESULTS=${RESULTS:-results}
-B=".venv/bin/bench run --task detection --schedule $SCHEDULE --data $DATA --seed 0 --width $WIDTH --results-dir $RESULTS"
+PY=${PY:-.venv/bin/python}  # run from another worktree: PY=/path/to/.venv/bin/python
+B="$PY -m bench.cli run --task detection --schedule $SCHEDULE --data $DATA --seed 0 --width $WIDTH --results-dir $RESULTS"
 TEACHER_DIR=work_dirs/detection/fp32_${SCHEDULE}_$(basename "$DATA")_width-${WIDTH}_s0
 $B --backbone fp32
 TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
@@ -27,4 +28,4 @@ $B --backbone int8 --recipe adamw
 $B --backbone fp32 --recipe adamw
 $B --backbone int8 --recipe sgd
 $B --backbone fp32 --recipe sgd
-.venv/bin/bench report --results-dir "$RESULTS"
+$PY -m bench.cli report --results-dir "$RESULTS"
