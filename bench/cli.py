@@ -245,10 +245,12 @@ def cmd_list(a):
             print(f"    reference rows (--backbone): {', '.join(task.BASELINES)}")
         if task.DEFAULT_RECIPES:
             print(f"    default recipes: {', '.join(f'{b}={r}' for b, r in task.DEFAULT_RECIPES.items())}")
-    from tasks.recipes import RECIPES
+    from tasks.recipes import RECIPES, TASK_DEFAULT
     print("recipes (--recipe; tasks/recipes.py):")
     for r in RECIPES.values():
         print(f"  {r.name:12s} {r.description}")
+    print(f"  {TASK_DEFAULT:12s} the task's own optimizer and lr schedule (what a backbone without a default "
+          "recipe trains with)")
     print("backbones:")
     for b, kw in backbones.PRESETS.items():
         print(f"  {b:16s} {kw}")

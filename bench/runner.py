@@ -18,6 +18,7 @@ from tasks import common
 from .errors import BenchError
 from .reference import SEED_CIFAR10_TOP1
 from .results import RESULTS_DIR, atomic_write, check_writable, write_record
+from tasks.recipes import TASK_DEFAULT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,6 +219,10 @@ def resolve_recipe(task, backbone, recipe_name, teacher):
             raise BenchError(f"{backbone} is a reference row with nothing to train; it takes no --recipe")
         return None
     recipe = recipes.get(name)
+    if recipe is None:  # task-default, named
+        if teacher:
+            raise BenchError(f"recipe {name} does not use a teacher; drop --teacher")
+        return None
     if not recipe_name and not teacher and recipe.without_teacher:
         # a task's default that distils, run alone (`bench compare` trains and passes the teacher)
         import sys
@@ -283,7 +288,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     cfg = _prepare_cfg(cfg, resume, launcher, seed)
     work_dir.mkdir(parents=True, exist_ok=True)
     args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
-                epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else None,
+                epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else recipe,
                 teacher=str(teacher) if teacher else None)
     if first:
         check_writable(work_dir)
@@ -481,7 +486,7 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "task_options": {k: v for k, v in args["task_options"].items() if v is not None},
         "task_options_resolved": task.options_with_defaults(args["task_options"]),
         "seed_reported": SEED_CIFAR10_TOP1.get(variant) if variant and task.NAME == "classification" else None,
-        "recipe": cfg.get("bench", {}).get("recipe") or {"name": "task-default", "optimizer": _optimizer(cfg)},
+        "recipe": cfg.get("bench", {}).get("recipe") or {"name": TASK_DEFAULT, "optimizer": _optimizer(cfg)},
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
         "commit": args.get("commit") or COMMIT, "versions": _versions(), "device": device_name(device), "wall_s": wall,
         "command": _command(args, device),

@@ -79,9 +79,17 @@ RECIPES = {r.name: r for r in [
 ]}
 
 
-def get(name: str) -> Recipe:
+#: names the optimizer a task's own build_config sets (no recipe applied); records say so too
+TASK_DEFAULT = "task-default"
+
+
+def get(name: str) -> Recipe | None:
+    """The named recipe; None for ``task-default`` (the task's own optimizer and schedule)."""
+    if name == TASK_DEFAULT:
+        return None
     if name not in RECIPES:
-        raise BenchError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES)} (see `bench list`)")
+        raise BenchError(f"unknown recipe {name!r}; expected one of {sorted(RECIPES) + [TASK_DEFAULT]} "
+                         "(see `bench list`)")
     return RECIPES[name]
 
 

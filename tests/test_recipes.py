@@ -150,11 +150,26 @@ def test_compare_trains_the_teacher_first_and_reports_from_records(tmp_path, cif
     (["--backbone", "int8", "--recipe", "qat"], "needs --teacher CKPT"),
     (["--backbone", "fp32", "--recipe", "two-stage"], "use it with a binary backbone"),
     (["--backbone", "binealnet", "--recipe", "adamw-kd", "--teacher", "missing.pth"], "checkpoint not found"),
+    (["--backbone", "binealnet", "--recipe", "task-default", "--teacher", "x.pth"], "does not use a teacher"),
 ])
 def test_bad_recipe_input_one_clear_line(tmp_path, capsys, args, msg):
     res = tmp_path / "res"
     assert main(["run", "--task", "classification", "--results-dir", str(res), *args]) == 2
     assert msg in capsys.readouterr().err and not res.exists()
+
+
+def test_task_default_is_a_recipe_name_that_overrides_a_tasks_default(tmp_path, cifar_root):
+    """--recipe task-default trains with the task's own optimizer even where the task has a default
+    recipe for the backbone, and the record's command reproduces that."""
+    task = tasks.get("classification")
+    assert task.DEFAULT_RECIPES["binealnet"] == "adamw-kd"
+    res = tmp_path / "res"
+    assert main(["run", "--task", "classification", "--backbone", "binealnet", "--recipe", "task-default",
+                 "--data", str(cifar_root), "--results-dir", str(res), "--work-dir", str(tmp_path / "w"), *TINY]) == 0
+    (rec,) = results.load_records(res, "classification")
+    own = task.build_config("binealnet", cifar_root, "smoke", tmp_path / "x", 0).optim_wrapper.optimizer
+    assert rec["recipe"]["name"] == "task-default" and rec["recipe"]["optimizer"]["type"] == own["type"] == "SGD"
+    assert "--recipe task-default" in rec["command"]
 
 
 def test_teacher_of_another_task_or_width_is_refused(tmp_path, capsys):
