@@ -28,7 +28,7 @@ class Recipe:
     name: str
     description: str
     optimizer: str = "AdamW"          # SGD | Adam | AdamW
-    lr: float = 2e-3                  # at ref_batch; scaled linearly with the schedule's batch size
+    lr: float = 2e-3                  # at ref_batch; scaled to the schedule's batch size by lr_for
     ref_batch: int = 256
     weight_decay: float = 0.0         # on float / INT8 conv and linear weights
     binary_latent_decay: float = 0.0  # on the latent float weights of binary convs
@@ -44,7 +44,11 @@ class Recipe:
     without_teacher: str | None = None  # as a task's default with no teacher at hand, train this one
 
     def lr_for(self, batch_size: int) -> float:
-        return self.lr * batch_size / self.ref_batch
+        """SGD: linear in the batch size (Goyal et al. 2017). Adam/AdamW: square root (Malladi et al.,
+        NeurIPS 2022, the SDE scaling rule for adaptive methods): linear scaling took AdamW 2e-3/256
+        to 6.25e-5 at detection's batch 8, where no recipe learned (results/NOTES.md, detection sweep)."""
+        ratio = batch_size / self.ref_batch
+        return self.lr * (ratio if self.optimizer == "SGD" else ratio ** 0.5)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

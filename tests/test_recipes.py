@@ -36,14 +36,16 @@ def test_groups_by_parameter_kind():
     assert (decay[id(stem_w)], decay[id(latent)], decay[id(beta)], decay[id(bn)]) == (0.5, 1e-5, 0.0, 0.0)
 
 
-def test_lr_scales_with_batch_and_schedule_is_kept(tmp_path):
+def test_lr_scales_with_batch_linearly_for_sgd_by_square_root_for_adam_and_schedule_is_kept(tmp_path):
     cls = tasks.get("classification")
     cfg = cls.build_config("int8", cls.DEFAULT_DATA, "short", tmp_path, 0)  # batch 64, 4 epochs
     recipes.apply(cfg, recipes.get("adamw"), "cpu")
-    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(2e-3 * 64 / 256)
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(2e-3 * (64 / 256) ** 0.5)  # Adam: square root
     assert cfg.optim_wrapper.optimizer.type == "AdamW" and cfg.train_cfg.max_epochs == 4
     assert [s["type"] for s in cfg.param_scheduler] == ["LinearLR", "CosineAnnealingLR"]
     assert cfg.param_scheduler[1]["begin"] == 1 and cfg.bench.recipe["name"] == "adamw"
+    recipes.apply(cfg, recipes.get("sgd"), "cpu")
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(0.1 * 64 / 128)  # SGD: linear
 
 
 def test_sgd_warmup_is_sgd_plus_a_warm_up(tmp_path):
