@@ -337,7 +337,7 @@ class Classification(Task):
     SCHEDULES = SCHEDULES
     #: the best recipe per precision in the recorded sweep (scripts/sweep_classification.sh; records
     #: results/classification/*_sweep_*; table results/classification.md, schedule `sweep`)
-    DEFAULT_RECIPES = {"binealnet": "adamw-kd", "int8": "sgd", "fp32": "sgd"}
+    DEFAULT_RECIPES = {"binealnet": "adamw-kd", "int8": "adamw", "fp32": "adamw"}
     OPTIONS = {
         "width": option(float, help="backbone width multiplier (default: the preset's)"),
         "compile": option(lambda v: {"true": True, "false": False}[v.lower()], False, ["true", "false"],
