@@ -14,11 +14,11 @@ import torch
 import backbones
 import tasks
 from tasks import common
+from tasks.recipes import TASK_DEFAULT
 
 from .errors import BenchError
 from .reference import SEED_CIFAR10_TOP1
 from .results import RESULTS_DIR, atomic_write, check_writable, write_record
-from tasks.recipes import TASK_DEFAULT
 
 REPO = Path(__file__).resolve().parent.parent
 
