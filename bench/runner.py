@@ -218,12 +218,8 @@ def resolve_recipe(task, backbone, recipe_name, teacher):
         if recipe_name:
             raise BenchError(f"{backbone} is a reference row with nothing to train; it takes no --recipe")
         return None
-    recipe = recipes.get(name)
-    if recipe is None:  # task-default, named
-        if teacher:
-            raise BenchError(f"recipe {name} does not use a teacher; drop --teacher")
-        return None
-    if not recipe_name and not teacher and recipe.without_teacher:
+    recipe = recipes.get(name)  # None: task-default, named
+    if recipe is not None and not recipe_name and not teacher and recipe.without_teacher:
         # a task's default that distils, run alone (`bench compare` trains and passes the teacher)
         import sys
         print(f"bench: {task.NAME}'s default recipe for {backbone} is {name}, which distils from an fp32 teacher; "

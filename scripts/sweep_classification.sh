@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10-jpeg}
 WIDTH=${WIDTH:-0.5}
-B=".venv/bin/bench run --task classification --schedule sweep --data $DATA --seed 0 --width $WIDTH"
+PY=${PY:-.venv/bin/python}  # run from another worktree: PY=/path/to/.venv/bin/python
+B="$PY -m bench.cli run --task classification --schedule sweep --data $DATA --seed 0 --width $WIDTH"
 TEACHER_DIR=work_dirs/classification/fp32_sweep_$(basename "$DATA")_recipe-adamw_width-${WIDTH}_s0
 ls results/classification/fp32_sweep_*recipe-adamw_width-${WIDTH}_* >/dev/null 2>&1 || $B --backbone fp32 --recipe adamw
 TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
@@ -21,4 +22,4 @@ $B --backbone binealnet --recipe two-stage
 $B --backbone binealnet --recipe adamw-kd --teacher "$TEACHER"
 $B --backbone int8 --recipe qat --teacher "$TEACHER"
 $B --backbone fp32 --recipe sgd
-.venv/bin/bench report
+$PY -m bench.cli report

@@ -97,9 +97,13 @@ def get(name: str) -> Recipe | None:
     return RECIPES[name]
 
 
-def check(recipe: Recipe, backbone: str, teacher) -> None:
-    """One clear error when a recipe cannot run as asked."""
+def check(recipe: Recipe | None, backbone: str, teacher) -> None:
+    """One clear error when a recipe (None: task-default) cannot run as asked."""
     import backbones
+    if recipe is None:
+        if teacher:
+            raise BenchError(f"recipe {TASK_DEFAULT} does not use a teacher; drop --teacher")
+        return
     precision = backbones.PRESETS.get(backbone, {}).get("precision")
     if (recipe.distill or recipe.from_teacher) and not teacher:
         raise BenchError(f"recipe {recipe.name} needs --teacher CKPT (a trained fp32 run of this task; "
