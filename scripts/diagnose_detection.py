@@ -1,0 +1,98 @@
+"""Two diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
+
+  frozen WORK_DIR OUT_DIR   retrain the run's config with every backbone parameter frozen at its
+                            random init (BatchNorm still normalises with batch statistics): the AP
+                            the float neck and head reach on random features, i.e. the floor a
+                            trained backbone has to beat. Prints the test metrics.
+  erf WORK_DIR [N]          effective receptive field of the trained run: |d neck_out[centre] /
+                            d image| on N validation images (sign() backward is the training
+                            estimator), radius holding 50% / 90% of that mass, median over images.
+
+Run from the repository root: python scripts/diagnose_detection.py frozen work_dirs/detection/RUN /tmp/out
+"""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _config(work_dir: Path):
+    from mmengine.config import Config
+    return Config.fromfile(sorted(work_dir.glob("2*.py"))[-1])  # the run's dumped config (newest part)
+
+
+def _register():
+    from mmengine.registry import init_default_scope
+
+    from tasks import detection, recipes
+    init_default_scope("mmdet")
+    recipes._register()
+    detection._register()
+
+
+def frozen(work_dir: Path, out_dir: Path):
+    from mmengine.runner import Runner
+    _register()
+    cfg = _config(work_dir)
+    cfg.work_dir = str(out_dir)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1
+    runner = Runner.from_cfg(cfg)
+    for p in runner.model.backbone.parameters():
+        p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
+    runner.train()
+    print(json.dumps({"diagnostic": "frozen random backbone", "run": work_dir.name, **runner.test()}))
+
+
+def erf(work_dir: Path, n: int = 8):
+    import numpy as np
+    import torch
+    from mmdet.registry import MODELS
+    from PIL import Image
+
+    from tasks import detection
+    _register()
+    cfg = _config(work_dir)
+    size = cfg.bench["input_size"]
+    model = MODELS.build(cfg.model)
+    ckpt = torch.load((work_dir / "last_checkpoint").read_text().strip(), map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (detection.MEAN, detection.STD))
+    val = json.loads(Path(cfg.test_evaluator.ann_file).read_text())["images"][:n]
+    img_dir = Path(cfg.test_dataloader.dataset.data_root) / cfg.test_dataloader.dataset.data_prefix["img"]
+    radii = []
+    for im in val:
+        # scaled by size/512 as the pipelines do, top-left on a black canvas of the training size
+        pic = Image.open(img_dir / im["file_name"]).convert("RGB")
+        pic = pic.resize((round(pic.width * size / 512), round(pic.height * size / 512)))
+        a = np.asarray(pic, np.float32)[:size, :size]
+        canvas = np.zeros((size, size, 3), np.float32)
+        canvas[:a.shape[0], :a.shape[1]] = a
+        x = ((torch.from_numpy(canvas).permute(2, 0, 1)[None] - mean) / std).requires_grad_(True)
+        feat = model.neck(model.backbone(x))[0]
+        c = feat.shape[-1] // 2
+        feat[0, :, c, c].sum().backward()
+        g = x.grad[0].abs().sum(0).numpy().ravel()
+        yy, xx = np.mgrid[:size, :size]
+        centre = (c + 0.5) * size / feat.shape[-1]
+        r = np.hypot(yy - centre, xx - centre).ravel()
+        order = np.argsort(r)
+        mass = np.cumsum(g[order]) / g.sum()
+        radii.append([r[order][np.searchsorted(mass, q)] for q in (0.5, 0.9)])
+    r50, r90 = np.median(np.array(radii), axis=0)
+    print(json.dumps({"diagnostic": "effective receptive field", "run": work_dir.name, "input": size, "images": n,
+                      "r50_px": round(float(r50), 1), "r90_px": round(float(r90), 1),
+                      "r50_of_input": round(float(r50) / size, 3), "r90_of_input": round(float(r90) / size, 3)}))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] not in ("frozen", "erf"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "frozen":
+        if len(sys.argv) != 4:
+            sys.exit(__doc__)
+        frozen(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        erf(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 8)
