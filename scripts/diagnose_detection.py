@@ -1,9 +1,12 @@
-"""Two diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
+"""Three diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
 
   frozen WORK_DIR OUT_DIR   retrain the run's config with every backbone parameter frozen at its
                             random init (BatchNorm still normalises with batch statistics): the AP
                             the float neck and head reach on random features, i.e. the floor a
                             trained backbone has to beat. Prints the test metrics.
+  flips WORK_DIR OUT_DIR    sign flips of the binary backbone's latent weights per optimizer step,
+                            per stage, averaged over the second epoch of the run's config (the
+                            first is the lr warm-up); trains those 2 epochs only.
   erf WORK_DIR [N]          effective receptive field of the trained run: |d neck_out[centre] /
                             d image| on N validation images (sign() backward is the training
                             estimator), radius holding 50% / 90% of that mass, median over images.
@@ -43,6 +46,52 @@ def frozen(work_dir: Path, out_dir: Path):
         p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
     runner.train()
     print(json.dumps({"diagnostic": "frozen random backbone", "run": work_dir.name, **runner.test()}))
+
+
+def flips(work_dir: Path, out_dir: Path, epochs: int = 2):
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+    from mmengine.runner import Runner
+
+    from backbones.quantizers import BinaryWeightQuantizer
+    _register()
+    cfg = _config(work_dir)
+    cfg.work_dir = str(out_dir)
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.train_cfg.max_epochs, cfg.train_cfg.val_interval = epochs, epochs + 1
+
+    @HOOKS.register_module(force=True)
+    class CountFlips(Hook):
+        def before_train(self, runner):
+            self.convs = [(n, m) for n, m in runner.model.backbone.named_modules()
+                          if isinstance(getattr(m, "weight_quantizer", None), BinaryWeightQuantizer)]
+            self.prev = {n: self._signs(m) for n, m in self.convs}
+            self.steps = []
+
+        @staticmethod
+        def _signs(m):  # the forward's sign(tanh(alpha * W))
+            return torch.sign(m.weight.detach() * m.weight_quantizer.alpha.detach())
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            per_stage = {}
+            for n, m in self.convs:
+                s = self._signs(m)
+                stage = n.split(".")[1] if n.startswith("stages") else "other"
+                f, c = per_stage.get(stage, (0, 0))
+                per_stage[stage] = (f + (s != self.prev[n]).sum().item(), c + s.numel())
+                self.prev[n] = s
+            self.steps.append({k: f / c for k, (f, c) in per_stage.items()})
+
+        def after_train(self, runner):
+            last = self.steps[-len(runner.train_dataloader):]  # the last epoch
+            mean = {k: sum(d[k] for d in last) / len(last) for k in sorted(last[0])}
+            print(json.dumps({"diagnostic": "latent sign flips per step", "run": work_dir.name,
+                              "width": cfg.bench["width"], "steps": len(last),
+                              "flip_fraction_by_stage": {k: float(f"{v:.2e}") for k, v in mean.items()}}))
+
+    cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type="CountFlips")]
+    Runner.from_cfg(cfg).train()
 
 
 def erf(work_dir: Path, n: int = 8):
@@ -88,11 +137,11 @@ def erf(work_dir: Path, n: int = 8):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("frozen", "erf"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("frozen", "flips", "erf"):
         sys.exit(__doc__)
-    if sys.argv[1] == "frozen":
+    if sys.argv[1] in ("frozen", "flips"):
         if len(sys.argv) != 4:
             sys.exit(__doc__)
-        frozen(Path(sys.argv[2]), Path(sys.argv[3]))
+        (frozen if sys.argv[1] == "frozen" else flips)(Path(sys.argv[2]), Path(sys.argv[3]))
     else:
         erf(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 8)
