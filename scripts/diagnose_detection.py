@@ -34,14 +34,21 @@ def _register():
     detection._register()
 
 
-def frozen(work_dir: Path, out_dir: Path):
-    from mmengine.runner import Runner
+def _retraining_config(work_dir: Path, out_dir: Path, epochs=None):
+    """The run's config, retrained into ``out_dir`` (optionally for fewer epochs), without validation."""
     _register()
     cfg = _config(work_dir)
     cfg.work_dir = str(out_dir)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    if epochs:
+        cfg.train_cfg.max_epochs = epochs
     cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1
-    runner = Runner.from_cfg(cfg)
+    return cfg
+
+
+def frozen(work_dir: Path, out_dir: Path):
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(_retraining_config(work_dir, out_dir))
     for p in runner.model.backbone.parameters():
         p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
     runner.train()
@@ -55,11 +62,7 @@ def flips(work_dir: Path, out_dir: Path, epochs: int = 2):
     from mmengine.runner import Runner
 
     from backbones.quantizers import BinaryWeightQuantizer
-    _register()
-    cfg = _config(work_dir)
-    cfg.work_dir = str(out_dir)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.train_cfg.max_epochs, cfg.train_cfg.val_interval = epochs, epochs + 1
+    cfg = _retraining_config(work_dir, out_dir, epochs)
 
     @HOOKS.register_module(force=True)
     class CountFlips(Hook):
@@ -70,8 +73,9 @@ def flips(work_dir: Path, out_dir: Path, epochs: int = 2):
             self.steps = []
 
         @staticmethod
-        def _signs(m):  # the forward's sign(tanh(alpha * W))
-            return torch.sign(m.weight.detach() * m.weight_quantizer.alpha.detach())
+        @torch.no_grad()
+        def _signs(m):  # the forward's sign(tanh(alpha * W)), from the quantizer itself
+            return m.weight_quantizer.unit(m.weight)
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             per_stage = {}
