@@ -228,7 +228,8 @@ def task_table(records: list[dict]) -> str:
                   "", f"- schedule: {r0.get('schedule_label', r0['schedule'])}; epochs run: {r0['epochs']}",
                   f"- data: `{r0['data']['path']}` ({r0['data'].get('images', r0['data'].get('files'))} images, sha256 "
                   f"`{r0['data'].get('sha256', '')[:16]}`)",
-                  f"- options: {_options(r0)}; seed {r0['seed']}; device {r0['device']}", ""]
+                  f"- options: {_options(r0)}; seed {r0['seed']}; device "
+                  f"{'; '.join(sorted({r['device'] for r in recs}))}", ""]  # rows of a group can differ
         head = (["backbone", "variant", "settings", r0["metric"]["name"]] + sec +
                 ["OPs (M)", "backbone OPs (M)", "BOPs (G)", "FP MACs (M)", "params (M)", "size (MB)", "input",
                  "latency b1 (ms)", "throughput (img/s)", "wall (s)", "seed acc.", "record"])

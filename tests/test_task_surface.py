@@ -357,6 +357,16 @@ def test_pretrained_rows_share_a_table_apart_from_rows_from_scratch(tmp_path):
     assert table.count("## schedule") == 2 and "/somewhere/" not in table.split("| backbone")[0]
 
 
+def test_group_header_names_every_device_of_its_rows(tmp_path):
+    """Rows of one table can come from different machines (an older GPU's rows beside a newer's)."""
+    for b, dev in (("int8", "cuda: A"), ("fp32", "cuda: B")):
+        r = _record("classification", b, 0.5, 1e6, 1e6, 1.0)
+        r["device"] = dev
+        results.write_record(r, tmp_path)
+    results.report(tmp_path)
+    assert "device cuda: A; cuda: B" in (tmp_path / "classification.md").read_text()
+
+
 def test_report_skips_a_bad_record_and_keeps_names_inside(tmp_path):
     results.write_record(_record("classification", "int8", 0.8, 600e6, 500e6, 2.0), tmp_path)
     (tmp_path / "classification" / "list.json").write_text("[1, 2]")
