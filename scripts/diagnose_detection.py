@@ -1,4 +1,4 @@
-"""Three diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
+"""Four diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
 
   frozen WORK_DIR OUT_DIR   retrain the run's config with every backbone parameter frozen at its
                             random init (BatchNorm still normalises with batch statistics): the AP
@@ -7,6 +7,10 @@
   flips WORK_DIR OUT_DIR    sign flips of the binary backbone's latent weights per optimizer step,
                             per stage, averaged over the second epoch of the run's config (the
                             first is the lr warm-up); trains those 2 epochs only.
+  bblr WORK_DIR OUT_DIR MULT
+                            retrain the run's config with the backbone's lr (every backbone
+                            parameter group) multiplied by MULT, the rest unchanged; prints the
+                            test metrics. Tests whether the backbone's step size stalls training.
   erf WORK_DIR [N]          effective receptive field of the trained run: |d neck_out[centre] /
                             d image| on N validation images (sign() backward is the training
                             estimator), radius holding 50% / 90% of that mass, median over images.
@@ -53,6 +57,15 @@ def frozen(work_dir: Path, out_dir: Path):
         p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
     runner.train()
     print(json.dumps({"diagnostic": "frozen random backbone", "run": work_dir.name, **runner.test()}))
+
+
+def bblr(work_dir: Path, out_dir: Path, mult: float):
+    from mmengine.runner import Runner
+    cfg = _retraining_config(work_dir, out_dir)
+    cfg.optim_wrapper.paramwise_cfg["backbone_lr_mult"] = mult
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    print(json.dumps({"diagnostic": f"backbone lr x{mult}", "run": work_dir.name, **runner.test()}))
 
 
 def flips(work_dir: Path, out_dir: Path, epochs: int = 2):
@@ -141,11 +154,16 @@ def erf(work_dir: Path, n: int = 8):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] not in ("frozen", "flips", "erf"):
+    argv = sys.argv[1:]
+    n_args = {"frozen": 3, "flips": 3, "bblr": 4, "erf": (2, 3)}
+    want = n_args.get(argv[0]) if argv else None
+    if want is None or len(argv) not in (want if isinstance(want, tuple) else (want,)):
         sys.exit(__doc__)
-    if sys.argv[1] in ("frozen", "flips"):
-        if len(sys.argv) != 4:
-            sys.exit(__doc__)
-        (frozen if sys.argv[1] == "frozen" else flips)(Path(sys.argv[2]), Path(sys.argv[3]))
+    if argv[0] == "frozen":
+        frozen(Path(argv[1]), Path(argv[2]))
+    elif argv[0] == "flips":
+        flips(Path(argv[1]), Path(argv[2]))
+    elif argv[0] == "bblr":
+        bblr(Path(argv[1]), Path(argv[2]), float(argv[3]))
     else:
-        erf(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 8)
+        erf(Path(argv[1]), int(argv[2]) if len(argv) > 2 else 8)

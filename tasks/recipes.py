@@ -167,14 +167,15 @@ def _register():
 
     @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
     class BenchParamGroups(DefaultOptimWrapperConstructor):
-        """Parameter groups by what a parameter is (see the module docstring)."""
+        """Parameter groups by what a parameter is (see the module docstring); paramwise_cfg keys:
+        aux_lr_mult, binary_latent_decay, backbone_lr_mult (default 1)."""
 
         def add_params(self, params, module, prefix="", is_dcn_module=None):
             from torch import nn
 
             from backbones.quantizers import BinaryWeightQuantizer, Quantizer
             opt = self.paramwise_cfg
-            lr, wd = self.base_lr, self.base_wd or 0.0
+            wd = self.base_wd or 0.0
             seen = set()
             quant_params = {id(p) for m in module.modules() if isinstance(m, Quantizer) for p in m.parameters()}
             binary_latent = {id(m.weight) for m in module.modules()
@@ -182,10 +183,14 @@ def _register():
             norms = {id(p) for m in module.modules()
                      if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
                      for p in m.parameters(recurse=False)}
+            # backbone_lr_mult scales every backbone group (the usual fine-tuning knob; also a diagnostic)
+            backbone = getattr(module, "backbone", None)
+            in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
             for name, p in module.named_parameters():
                 if id(p) in seen or not p.requires_grad:
                     continue
                 seen.add(id(p))
+                lr = self.base_lr * (opt.get("backbone_lr_mult", 1.0) if id(p) in in_backbone else 1.0)
                 if id(p) in quant_params:
                     group = dict(lr=lr * opt.get("aux_lr_mult", 1.0), weight_decay=0.0)
                 elif id(p) in norms or p.dim() <= 1:

@@ -36,6 +36,21 @@ def test_groups_by_parameter_kind():
     assert (decay[id(stem_w)], decay[id(latent)], decay[id(beta)], decay[id(bn)]) == (0.5, 1e-5, 0.0, 0.0)
 
 
+def test_backbone_lr_mult_scales_the_backbone_groups_alone():
+    from mmengine.optim import build_optim_wrapper
+    m = nn.Module()
+    m.backbone, m.head = backbones.build("binealnet", width=0.25, stem="cifar"), nn.Linear(8, 2)
+    cfg = recipes.optim_wrapper("cpu", dict(type="Adam", lr=1e-3), aux_lr_mult=0.5)
+    cfg["paramwise_cfg"]["backbone_lr_mult"] = 0.1
+    opt = build_optim_wrapper(m, cfg).optimizer
+    lr = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    conv = m.backbone.stages[1][0].conv1
+    assert lr[id(conv.weight)] == pytest.approx(1e-4)                   # latent weight: 1e-3 x 0.1
+    assert lr[id(conv.weight_quantizer.beta)] == pytest.approx(5e-5)    # quantizer: x 0.1 x aux 0.5
+    assert lr[id(m.backbone.stem[0].weight)] == pytest.approx(1e-4)
+    assert lr[id(m.head.weight)] == lr[id(m.head.bias)] == pytest.approx(1e-3)  # outside the backbone
+
+
 def test_lr_scales_with_batch_linearly_for_sgd_by_square_root_for_adam_and_schedule_is_kept(tmp_path):
     cls = tasks.get("classification")
     cfg = cls.build_config("int8", cls.DEFAULT_DATA, "short", tmp_path, 0)  # batch 64, 4 epochs
