@@ -2,6 +2,7 @@
 
     python -m bench.speed [--batch 32] [--input 32] [--steps 7] [--compile] [--pad-mode both] [--profile]
     python -m bench.speed --device cuda --compile      # bf16 autocast, batch 512 (issue 8's setting)
+    python -m bench.speed --device cuda --compile reduce-overhead   # the same with CUDA graphs
     python -m bench.speed --inference [--input 224] [--steps 20]
 
 Steps of the networks alternate, so background load hits all alike; prints the median ms/step
@@ -113,8 +114,11 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="default 32 on cpu, 512 on cuda")
     p.add_argument("--input", type=int, default=32, help="square input size (CIFAR stem below 64)")
     p.add_argument("--steps", type=int, default=7)
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the networks first (fuses the quantizers' elementwise ops)")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"], metavar="MODE",
+                   help="torch.compile the networks first (fuses the quantizers' elementwise ops); MODE is "
+                        "torch.compile's: reduce-overhead replays CUDA graphs, cutting the kernel launches "
+                        "(a compiled binary step has about twice the float step's)")
     p.add_argument("--pad-mode", choices=["border", "explicit", "both"], default="border",
                    help="how binary inputs are padded with -1 (QConv2d.pad_mode); both: time each")
     p.add_argument("--profile", action="store_true", help="also print each network's top ops in one step")
@@ -132,7 +136,7 @@ def main(argv=None):
     x = torch.randn(batch, 3, a.input, a.input, device=a.device)
     y = torch.randint(0, 10, (batch,), device=a.device)
     build = lambda kw: backbones.build("binealnet", stem=stem, out_indices=(3,), **kw).to(a.device)  # noqa: E731
-    wrap = torch.compile if a.compile else (lambda m: m)
+    wrap = (lambda m: torch.compile(m, mode=a.compile)) if a.compile else (lambda m: m)  # noqa: E731
     modes = ["border", "explicit"] if a.pad_mode == "both" else [a.pad_mode]
     # each pad mode gets its own (identically initialised) network: a compiled graph bakes the mode in
     nets = {f"binealnet (binary, pad {m})": (dict(), m) for m in modes}
@@ -152,7 +156,7 @@ def main(argv=None):
         for k, step in steps.items():
             times[k].append(step())
     med = {k: statistics.median(v) for k, v in times.items()}
-    where = f"{a.device}{', compiled' if a.compile else ''}"
+    where = f"{a.device}{f', compiled ({a.compile})' if a.compile else ''}"
     for k, t in med.items():
         print(f"{k:32s} {t * 1e3:8.1f} ms/step  {batch / t:9.0f} img/s  (batch {batch}, {a.input}x{a.input}, {where}, "
               f"{torch.get_num_threads()} threads, median of {a.steps})")

@@ -13,7 +13,8 @@
 # Ablation (MODE=ablation): the seed's rows, 4 epochs each, all at once (a very short schedule, labelled so);
 # RECIPE=sgd-warmup VARIANTS=binary-activations reruns the row that diverged without warm-up.
 # Speed (MODE=speed): the compiled bf16 training step, binary vs float, with each -1 padding
-# (`python -m bench.speed --device cuda --compile --pad-mode both --profile`; issue 8's <= 1.3x).
+# (`python -m bench.speed --device cuda --compile MODE --pad-mode both --profile` for each of
+# COMPILE_MODES, default "default reduce-overhead"; issue 8's <= 1.3x).
 # Usage there: OUT=<folder for records> BENCH_COMMIT=<sha> [MODE=main|ablation] bash scripts/device_classification.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-560}; SPEED_BY_S=${SPEED_BY_S:-440}; DATA=${DATA:-.devdata/cifar10-jpeg}
@@ -63,8 +64,10 @@ if [ "${MODE:-main}" = main ]; then
         2>&1 | tee "$OUT/speed.txt" | grep -E "ms/step|ratio"
   fi
 elif [ "${MODE}" = speed ]; then
-  python3 -m bench.speed --device cuda --compile --pad-mode both --steps 20 --profile 2>&1 | tee "$OUT/speed.txt" \
-    | grep -E "ms/step|ratio"
+  for m in ${COMPILE_MODES:-default reduce-overhead}; do  # reduce-overhead: CUDA graphs (fewer launches)
+    python3 -m bench.speed --device cuda --compile "$m" --pad-mode both --steps 20 --profile 2>&1 \
+      | tee -a "$OUT/speed.txt" | grep -E "ms/step|ratio"
+  done
 elif [ "${MODE}" = pretrain ]; then
   PY=python3 CIFAR="$DATA" DET_DATA="${DET_DATA:-.devdata/pennfudan}" PRE=pretrain DEVICE=cuda \
       bash scripts/pretrain_then_detect.sh 2>&1 | tee -a "$OUT/log.txt" | grep -E "bench: error|Traceback| = "
