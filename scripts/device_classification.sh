@@ -38,12 +38,8 @@ run() {  # bench run ... ; keep every record in one tar under $OUT (the tool ret
 }
 VARIANTS=${VARIANTS:-"binary-ds3-clip binary fp32 binary-weights binary-activations binary-ds3 binary-ds3-clip-scales-after
           binary-ds3-clip-lr0.1"}
-bench() {  # any bench subcommand, logged like run()
-  python3 -m bench.cli "$@" 2>&1 | tee -a "$OUT/log.txt" | grep -E "bench: error|Traceback|Error:| = " | tail -8
-  flock "$OUT/.lock" tar -cf "$OUT/records.tar" "$RES" 2>/dev/null
-}
 if [ "${MODE:-main}" = main ]; then
-  # Each eager run leaves the H100 mostly idle (launch-bound at batch 256), so independent runs share
+  # Each eager run leaves the GPU mostly idle (launch-bound at batch 256), so independent runs share
   # it: their wall times are contended figures. Phase 1 needs nothing; phase 2 needs phase 1's fp32.
   echo "== phase 1: fp32 and int8 under their default recipes; binary-activations with sgd-warmup ($SECONDS s)"
   run --backbone fp32 --schedule "$SCHEDULE" &
