@@ -26,7 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def _config(work_dir: Path):
     from mmengine.config import Config
-    return Config.fromfile(sorted(work_dir.glob("2*.py"))[-1])  # the run's dumped config (newest part)
+    dumped = sorted(work_dir.glob("2*.py"))  # the run's dumped configs, one per (resumed) part
+    if not dumped:
+        sys.exit(f"{work_dir}: no dumped config (<timestamp>.py); expected the work dir of a detection run")
+    return Config.fromfile(dumped[-1])
 
 
 def _register():
@@ -50,22 +53,26 @@ def _retraining_config(work_dir: Path, out_dir: Path, epochs=None):
     return cfg
 
 
-def frozen(work_dir: Path, out_dir: Path):
+def _train_and_test(cfg, diagnostic: str, work_dir: Path, before_train=lambda runner: None):
+    """Train ``cfg``, then print the test metrics as one JSON line named for the diagnostic."""
     from mmengine.runner import Runner
-    runner = Runner.from_cfg(_retraining_config(work_dir, out_dir))
-    for p in runner.model.backbone.parameters():
-        p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
+    runner = Runner.from_cfg(cfg)
+    before_train(runner)
     runner.train()
-    print(json.dumps({"diagnostic": "frozen random backbone", "run": work_dir.name, **runner.test()}))
+    print(json.dumps({"diagnostic": diagnostic, "run": work_dir.name, **runner.test()}))
+
+
+def frozen(work_dir: Path, out_dir: Path):
+    def freeze(runner):
+        for p in runner.model.backbone.parameters():
+            p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
+    _train_and_test(_retraining_config(work_dir, out_dir), "frozen random backbone", work_dir, freeze)
 
 
 def bblr(work_dir: Path, out_dir: Path, mult: float):
-    from mmengine.runner import Runner
     cfg = _retraining_config(work_dir, out_dir)
     cfg.optim_wrapper.paramwise_cfg["backbone_lr_mult"] = mult
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    print(json.dumps({"diagnostic": f"backbone lr x{mult}", "run": work_dir.name, **runner.test()}))
+    _train_and_test(cfg, f"backbone lr x{mult}", work_dir)
 
 
 def flips(work_dir: Path, out_dir: Path, epochs: int = 2):
@@ -154,16 +161,11 @@ def erf(work_dir: Path, n: int = 8):
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    n_args = {"frozen": 3, "flips": 3, "bblr": 4, "erf": (2, 3)}
-    want = n_args.get(argv[0]) if argv else None
-    if want is None or len(argv) not in (want if isinstance(want, tuple) else (want,)):
+    #: mode -> (function, argument types); erf's last argument (N) is optional
+    MODES = {"frozen": (frozen, (Path, Path)), "flips": (flips, (Path, Path)),
+             "bblr": (bblr, (Path, Path, float)), "erf": (erf, (Path, int))}
+    mode, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else (None, [])
+    fn, types = MODES.get(mode, (None, ()))
+    if fn is None or not len(types) - (mode == "erf") <= len(args) <= len(types):
         sys.exit(__doc__)
-    if argv[0] == "frozen":
-        frozen(Path(argv[1]), Path(argv[2]))
-    elif argv[0] == "flips":
-        flips(Path(argv[1]), Path(argv[2]))
-    elif argv[0] == "bblr":
-        bblr(Path(argv[1]), Path(argv[2]), float(argv[3]))
-    else:
-        erf(Path(argv[1]), int(argv[2]) if len(argv) > 2 else 8)
+    fn(*(t(a) for t, a in zip(types, args)))
