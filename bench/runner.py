@@ -36,6 +36,10 @@ def _versions() -> dict:
 
 
 def _commit() -> str:
+    # a launcher that copies the tree (e.g. the device tool) says which commit it sent; the copy's own
+    # git metadata can be older than its files (the H200 records of results/NOTES.md read -dirty)
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -44,8 +48,7 @@ def _commit() -> str:
                                cwd=REPO, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # a copy without .git (e.g. the device tool's): the launcher may say which commit it is
-        return os.environ.get("BENCH_COMMIT", "unknown")
+        return "unknown"  # a copy without .git
 
 
 #: the code this process runs, read once when it is loaded: a `compare` that outlives a commit

@@ -239,3 +239,13 @@ def test_cuda_config_uses_bf16_amp(tmp_path):
     assert cpu.optim_wrapper.type == "OptimWrapper"
     assert cpu.param_scheduler[0].type == "CosineRestartLR" and sum(cpu.param_scheduler[0].periods) == 400
     assert cpu.optim_wrapper.paramwise_cfg.aux_lr_mult == 0.1
+
+
+def test_commit_given_by_the_launcher_wins_over_the_copy_s_git(monkeypatch):
+    import re
+
+    import bench.runner
+    monkeypatch.delenv("BENCH_COMMIT", raising=False)
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", bench.runner._commit())
+    monkeypatch.setenv("BENCH_COMMIT", "9a34790")
+    assert bench.runner._commit() == "9a34790"
