@@ -42,13 +42,14 @@ SCHEDULES = {
                 sgdr_periods=None, label="gpu (full 50k train / 10k test, 12 epochs, cosine, batch 256, bf16 AMP; "
                 "short next to the seed's 400)"),
     # backbone checkpoints for the dense tasks' --init-from (no ImageNet here): CIFAR-10 upsampled to
-    # 96 px through the ImageNet stem, at the dense tasks' default widths (binealnet 2.0)
+    # 96 px through the ImageNet stem, at detection's default widths (1.0 for all; --width 2.0 for the
+    # other dense tasks' binealnet)
     "pretrain-short": dict(epochs=4, batch_size=64, lr=0.1, per_class_train=300, per_class_test=100, input_size=96,
-                           sgdr_periods=None, widths={"binealnet": 2.0},
+                           sgdr_periods=None, widths={"binealnet": 1.0},
                            label="pretrain-short (3,000 train / 1,000 test images at 96 px, ImageNet stem, 4 epochs; "
                            "backbones for --init-from on CPU)"),
     "pretrain": dict(epochs=12, batch_size=256, lr=0.2, per_class_train=None, per_class_test=None, input_size=96,
-                     sgdr_periods=None, widths={"binealnet": 2.0},
+                     sgdr_periods=None, widths={"binealnet": 1.0},
                      label="pretrain (full CIFAR-10 at 96 px, ImageNet stem, 12 epochs, batch 256; backbones for "
                      "--init-from)"),
     "paper": dict(epochs=400, batch_size=128, lr=0.1, per_class_train=None, per_class_test=None, input_size=32,
