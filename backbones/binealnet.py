@@ -102,13 +102,15 @@ class BiNealNet(nn.Module):
         strides, dilations: per stage, as mmdet / mmseg's ResNet (FCN-D8: strides (1, 2, 1, 1),
             dilations (1, 1, 2, 4)); dilated binary convs pad with -1 as every binary conv.
         out_indices, frozen_stages, norm_eval, init_cfg: as in mmdet's ResNet.
+        freeze_weights: no parameter learns, while BatchNorm still normalises with batch statistics
+            (unlike frozen_stages): random features, the floor of a task's ``frozen-random`` row.
     """
 
     def __init__(self, depth=18, width=1.0, precision="binary", stem="imagenet", in_channels=3,
                  downsample_kernel=1, clip_slope=True, scales_after=False, aux_lr_mult=1.0, alpha_dims=1,
                  weight_estimator="ste", act_estimator="approx", double_shortcut=None, int8_learned=False,
                  strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), out_indices=(0, 1, 2, 3), frozen_stages=-1,
-                 norm_eval=False, init_cfg=None):
+                 norm_eval=False, init_cfg=None, freeze_weights=False):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}; got {depth}")
@@ -146,6 +148,9 @@ class BiNealNet(nn.Module):
         self.out_channels = tuple(self.channels[i] for i in self.out_indices)
         self._init_default()
         self._freeze_stages()
+        self.freeze_weights = freeze_weights
+        if freeze_weights:
+            self.requires_grad_(False)  # the optimizer's groups skip them (tasks/recipes.py)
 
     # ------------------------------------------------------------------ init
     def _init_default(self):

@@ -253,7 +253,6 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     task = check_args(task_name, backbone, variant, schedule, epochs, device)
     task_opts = {k: v for k, v in task_opts.items() if v is not None}  # as given: names the run
     resolved = task.options_with_defaults(task_opts)
-    baseline = backbone in task.BASELINES
     the_recipe = resolve_recipe(task, backbone, recipe, teacher)
     import backbones.openmmlab  # noqa: F401  (mmcv ops stand-in, checkpoint loading fix, registration)
     from mmengine.dist import get_rank
@@ -268,6 +267,9 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         _verified_last_checkpoint(work_dir)
     cfg = task.build_config(backbone, data_root, schedule, work_dir, seed, epochs=epochs, device=device,
                             variant=variant, **resolved)  # writes nothing: bad options fail here
+    # nothing to train: a reference row without a training loop (bicubic, SIFT; detection's
+    # frozen-random trains its neck and head), or a recipe that only calibrates (PTQ)
+    untrained = backbone in task.BASELINES and cfg.get("train_cfg") is None
     teacher_meta = None
     if the_recipe is not None:
         from tasks import recipes
@@ -278,7 +280,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
             teacher_meta = _teacher(task, teacher, schedule, data_root, device)[1]
             _check_loadable(cfg, Path(teacher))
         recipes.apply(cfg, the_recipe, device, teacher)
-        baseline = baseline or not the_recipe.train
+        untrained = untrained or not the_recipe.train
     init_meta = _check_init_from(cfg, Path(resolved["init_from"])) if resolved.get("init_from") else None
     launch = _distributed(cfg, launcher, device)
     first = launch["rank"] == 0  # one process checks, locks and writes; all of them train
@@ -298,18 +300,18 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
     _quiet_paramwise_log(runner)
-    if first and not baseline:
+    if first and not untrained:
         check_free_space(work_dir, Path(results_dir), _unwrap(runner.model))
-    if not baseline:  # a reference row (bicubic, SIFT) has nothing to train
+    if not untrained:
         runner.train()
     metrics = runner.test()
     state = next((h for h in runner.hooks if type(h).__name__ == "ResumableRunState"), None)
-    parts = state.parts() if state is not None and not baseline else [time.time() - t0]
+    parts = state.parts() if state is not None and not untrained else [time.time() - t0]
     wall = sum(parts)
     if get_rank() != 0:
         return {}, None
     model = _unwrap(runner.model)
-    record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if baseline else runner.max_epochs)
+    record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if untrained else runner.max_epochs)
     record["wall_s_parts"] = parts  # more than one after --resume
     record["launch"] = {k: v for k, v in launch.items() if k != "rank"}
     if init_meta is not None:  # the pretrained backbone's run: its data, schedule and time are part of this one's

@@ -48,7 +48,8 @@ class Task:
     #: backbone -> recipe name (tasks/recipes.py) used when --recipe is not given; a backbone not
     #: listed trains with the optimizer the task's build_config sets (recorded as "task-default")
     DEFAULT_RECIPES: dict = {}
-    #: names of reference rows that are not trained (e.g. "bicubic", "sift"): --backbone accepts them
+    #: names of reference rows, not backbone presets: --backbone accepts them. Untrained when the config
+    #: has no train_cfg (bicubic, sift); detection's frozen-random trains its neck and head only
     BASELINES: tuple = ()
     #: one line for `bench list`
     DESCRIPTION: str = ""

@@ -342,6 +342,11 @@ def _pipelines(model, size):
     return train, test
 
 
+#: reference row: the fp32 backbone frozen at its random init (BatchNorm still normalises with batch
+#: statistics); only the float neck and head learn. The AP a trained backbone has to beat.
+FROZEN_RANDOM = "frozen-random"
+
+
 def _milestones(epochs):
     # mmdet CenterNet: lr x0.1 at 90 and 120 of 140 epochs; same fractions of any length
     return sorted({m for m in (round(epochs * 90 / 140), round(epochs * 120 / 140)) if 0 < m < epochs})
@@ -363,7 +368,12 @@ def _build_config(task, backbone, data_root, schedule, work_dir, seed, epochs=No
     lay = _layout(root)
     classes = _categories(lay["val"][0])
     out_indices = (3,) if model == "centernet" else (0, 1, 2, 3)
-    bb = common.backbone_kwargs(task, backbone, variant, width, out_indices=out_indices)
+    if backbone == FROZEN_RANDOM:  # the reference row: fp32 at its random init, only neck and head learn
+        if init_cfg:
+            raise BenchError(f"{FROZEN_RANDOM} is a backbone at its random init; it takes no --init-from")
+        bb = common.backbone_kwargs(task, "fp32", variant, width, out_indices=out_indices, freeze_weights=True)
+    else:
+        bb = common.backbone_kwargs(task, backbone, variant, width, out_indices=out_indices)
     channels = common.backbone_channels(bb)
     bb["type"] = "BiNealNet"
     if init_cfg:
@@ -443,6 +453,7 @@ class Detection(Task):
     #: the random-feature floor on Penn-Fudan at input 256 (AP 0.017, 1.0: 0.090; results/NOTES.md,
     #: "Input 256"); --width 2.0 is the paper's
     DEFAULT_WIDTH = {"binealnet": 1.0}
+    BASELINES = (FROZEN_RANDOM,)
     OPTIONS = {
         "model": option(str, "centernet", list(MODELS_),
                         "detector: centernet (CenterNet-R18 without DCN, the paper's) or retinanet (FPN)"),

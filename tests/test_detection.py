@@ -375,3 +375,41 @@ def test_pretrain_schedule_builds_the_dense_tasks_default_backbones(tmp_path, ba
                                                      tmp_path, 0).model)).state_dict()
     det_bb = _backbone_of(MODELS.build(DET.build_config(backbone, DET.DEFAULT_DATA, "smoke", tmp_path, 0).model))
     assert {k: v.shape for k, v in det_bb.state_dict().items()} == {k: v.shape for k, v in pre.items()}
+
+
+# ---------------------------------------------------------------- frozen-random reference row
+def test_frozen_random_row_trains_neck_and_head_only(tmp_path):
+    """The floor row: through `bench run`, the backbone's weights end as they started (a fresh fp32
+    build with the same seed), BatchNorm statistics move (batch statistics, not frozen_stages'
+    eval mode), the head learns, and the record says it trained (epochs > 0) and is a reference row."""
+    from bench.results import _is_reference
+    from bench.runner import run
+    rec, path = run("detection", det.FROZEN_RANDOM, data=str(SMOKE_DATA), schedule="smoke", seed=0,
+                    work_dir=tmp_path / "wd", results_dir=tmp_path / "res", width=0.5)
+    assert rec["epochs"] == DET.SCHEDULES["smoke"]["epochs"] > 0 and _is_reference(rec) and path.is_file()
+    assert rec["recipe"]["name"] == "task-default"
+    state = torch.load(tmp_path / "wd" / "epoch_1.pth", map_location="cpu", weights_only=False)["state_dict"]
+    from mmengine.runner import Runner
+    fresh = Runner.from_cfg(DET.build_config(det.FROZEN_RANDOM, SMOKE_DATA, "smoke", tmp_path / "wd0", 0, width=0.5))
+    init = {f"backbone.{k}": v for k, v in fresh.model.backbone.state_dict().items()}
+    weights = [k for k in init if k.endswith("weight") or k.endswith("bias")]
+    assert weights and all(torch.equal(state[k], init[k]) for k in weights)
+    assert not torch.equal(state["backbone.stem.1.running_mean"], init["backbone.stem.1.running_mean"])
+    head = next(k for k in state if k.startswith("bbox_head.") and k.endswith("weight"))
+    assert not torch.equal(state[head], fresh.model.state_dict()[head])
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--init-from", "x.pth"], "takes no --init-from"),
+    (["--recipe", "adamw"], "takes no --recipe"),
+    (["--variant", "binary"], "takes no --variant"),
+])
+def test_frozen_random_row_refuses_what_does_not_apply(tmp_path, capsys, extra, msg):
+    from bench.cli import main
+    res = tmp_path / "res"
+    ckpt = tmp_path / "x.pth"
+    torch.save({"state_dict": {}}, ckpt)
+    extra = [str(ckpt) if e == "x.pth" else e for e in extra]
+    assert main(["run", "--task", "detection", "--backbone", det.FROZEN_RANDOM, "--results-dir", str(res),
+                 "--work-dir", str(tmp_path / "wd"), *extra]) == 2
+    assert msg in capsys.readouterr().err and not res.exists() and not (tmp_path / "wd").exists()
