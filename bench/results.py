@@ -156,7 +156,7 @@ def _metric_cols(recs):
 
 
 def _is_reference(r) -> bool:
-    """An untrained reference row (bicubic, SIFT): not one of the backbone presets."""
+    """A reference row (bicubic, SIFT, detection's frozen-random): not one of the backbone presets."""
     import backbones
     return r["backbone"] not in backbones.PRESETS
 
@@ -275,7 +275,7 @@ def task_plot(records: list[dict], path: Path) -> None:
     trained = [r for r in records if not _is_reference(r)] or records
     models = sorted({_model_of(r) for r in trained})
     sched = sorted({f"{r['schedule']} ({r['epochs']} ep), {r['data']['name']}" for r in trained})
-    for r in [r for r in records if _is_reference(r)]:  # untrained rows: a level to beat, drawn across
+    for r in [r for r in records if _is_reference(r)]:  # reference rows: a level to beat, drawn across
         ax.axhline(r["metric"]["value"], color="tab:gray", ls="--", lw=1)
         ax.annotate(r["backbone"], (0.01, r["metric"]["value"]), xycoords=("axes fraction", "data"), fontsize=7,
                     color="tab:gray", xytext=(0, 2), textcoords="offset points")
@@ -324,7 +324,8 @@ def overview(records: list[dict]) -> str:
              "Latency: batch 1, fake-quant on the run's device (a simulation, not deployed kernels); deployed "
              "latency: `bench deploy` on real kernels, batch 1, one thread; the whole classifier, a detector's "
              "backbone alone (results/deploy.md).",
-             "Reference: an untrained row of the task (bicubic upsampling, SIFT). Where a group holds several "
+             "Reference: a level to beat that is not a backbone preset (bicubic upsampling, SIFT, a detector on a "
+             "frozen random backbone). Where a group holds several "
              "recipes of one backbone (a recipe sweep), its best is shown.", "",
              "| task | model | schedule | data | metric | binealnet | int8 | fp32 | reference | metric BNN/INT8 | "
              "OPs BNN/INT8 | backbone OPs BNN/INT8 | latency BNN/INT8 | deployed latency 1T BNN/INT8 | "
