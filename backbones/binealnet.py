@@ -148,7 +148,6 @@ class BiNealNet(nn.Module):
         self.out_channels = tuple(self.channels[i] for i in self.out_indices)
         self._init_default()
         self._freeze_stages()
-        self.freeze_weights = freeze_weights
         if freeze_weights:
             self.requires_grad_(False)  # the optimizer's groups skip them (tasks/recipes.py)
 
