@@ -217,9 +217,13 @@ def resolve_recipe(task, backbone, recipe_name, teacher):
     the task's own optimizer), checked against the backbone and the teacher."""
     from tasks import recipes
     name = recipe_name or task.DEFAULT_RECIPES.get(backbone)
-    if name is None or backbone in task.BASELINES:
-        if recipe_name:
-            raise BenchError(f"{backbone} is a reference row with nothing to train; it takes no --recipe")
+    if backbone in task.BASELINES:
+        for flag, given in (("--recipe", recipe_name), ("--teacher", teacher)):
+            if given:
+                raise BenchError(f"{backbone} is a reference row; it takes no {flag}")
+        return None
+    if name is None:  # the task's own optimizer: a --teacher would be silently unused
+        recipes.check(None, backbone, teacher)
         return None
     recipe = recipes.get(name)  # None: task-default, named
     if recipe is not None and not recipe_name and not teacher and recipe.without_teacher:

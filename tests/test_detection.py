@@ -402,6 +402,7 @@ def test_frozen_random_row_trains_neck_and_head_only(tmp_path):
 @pytest.mark.parametrize("extra,msg", [
     (["--init-from", "x.pth"], "takes no --init-from"),
     (["--recipe", "adamw"], "takes no --recipe"),
+    (["--teacher", "x.pth"], "takes no --teacher"),
     (["--variant", "binary"], "takes no --variant"),
 ])
 def test_frozen_random_row_refuses_what_does_not_apply(tmp_path, capsys, extra, msg):
@@ -413,3 +414,13 @@ def test_frozen_random_row_refuses_what_does_not_apply(tmp_path, capsys, extra, 
     assert main(["run", "--task", "detection", "--backbone", det.FROZEN_RANDOM, "--results-dir", str(res),
                  "--work-dir", str(tmp_path / "wd"), *extra]) == 2
     assert msg in capsys.readouterr().err and not res.exists() and not (tmp_path / "wd").exists()
+
+
+def test_teacher_without_a_distilling_recipe_is_refused(tmp_path, capsys):
+    """Detection has no default recipe: a --teacher with the task's own optimizer would go unused."""
+    from bench.cli import main
+    ckpt = tmp_path / "x.pth"
+    torch.save({"state_dict": {}}, ckpt)
+    assert main(["run", "--task", "detection", "--backbone", "fp32", "--teacher", str(ckpt), "--results-dir",
+                 str(tmp_path / "res"), "--work-dir", str(tmp_path / "wd")]) == 2
+    assert "does not use a teacher" in capsys.readouterr().err and not (tmp_path / "wd").exists()
