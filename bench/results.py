@@ -101,7 +101,7 @@ def _options(r) -> dict:
 def _group_key(r):
     """Records comparable in one table: same schedule (and epochs), data, seed, task options."""
     return (r["schedule"], r["epochs"], r["data"]["name"], r["data"].get("sha256", "")[:12],
-            json.dumps(_options(r), sort_keys=True))
+            json.dumps(_options(r), sort_keys=True), r["seed"])  # seeds apart: no best-of-seeds pick
 
 
 def _settings(r) -> str:
@@ -359,7 +359,8 @@ def overview(records: list[dict]) -> str:
             model += f", backbone from {init.get('task')} `{init.get('schedule')}`"
         fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
         ref = "; ".join(f"{r['backbone']} {fmt(r['metric']['value'])}" for r in refs)
-        lines.append(f"| [{task}]({task}.md) | {model} | {sched} ({epochs} ep) | {data} | {name} | "
+        seed = f", seed {key[-1]}" if key[-1] else ""
+        lines.append(f"| [{task}]({task}.md) | {model} | {sched} ({epochs} ep{seed}) | {data} | {name} | "
                      f"{fmt(metric('binary'))} | {fmt(metric('int8'))} | {fmt(metric('fp32'))} | {ref} | "
                      f"{ratio(lambda r: r['metric']['value'])} | {ratio(lambda r: r['cost']['ops'])} | "
                      f"{ratio(_backbone_ops)} | {ratio(_latency_ms)} | {ratio(_deployed_ms)} | "

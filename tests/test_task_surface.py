@@ -418,3 +418,19 @@ def test_overview_reference_row_and_best_recipe(tmp_path):
     assert len(rows) == 1  # the untrained reference row joins the trained group
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[6] == "0.8" and cells[8] == "bicubic 0.5" and cells[9] == "0.750"  # best int8 recipe: 0.6/0.8
+
+
+def test_overview_keeps_seeds_apart(tmp_path):
+    """Two seeds of one config are two rows, each with its own ratio: never the best seed per backbone."""
+    recs = [_record("classification", "int8", 0.80, 600e6, 500e6, 2.0, run="int8-s0"),
+            _record("classification", "binealnet", 0.60, 30e6, 20e6, 8.0, run="bnn-s0"),
+            dict(_record("classification", "int8", 0.70, 600e6, 500e6, 2.0, run="int8-s1"), seed=1),
+            dict(_record("classification", "binealnet", 0.65, 30e6, 20e6, 8.0, run="bnn-s1"), seed=1)]
+    for r in recs:
+        results.write_record(r, tmp_path)
+    results.report(tmp_path)
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
+    assert sorted((r[2], r[5], r[6], r[9]) for r in rows) == [
+        ("short (4 ep)", "0.6", "0.8", "0.750"), ("short (4 ep, seed 1)", "0.65", "0.7", "0.929")]
+    assert (tmp_path / "classification.md").read_text().count("## schedule `short`") == 2
