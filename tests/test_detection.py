@@ -365,7 +365,7 @@ def test_run_from_a_pretrained_backbone_records_it_and_refuses_one_that_does_not
 
 
 @pytest.mark.parametrize("backbone", sorted(backbones.PRESETS))
-def test_pretrain_schedule_builds_the_dense_tasks_default_backbones(tmp_path, backbone):
+def test_pretrain_schedule_builds_detections_default_backbones(tmp_path, backbone):
     """With no --width on either side, a pretrain run's backbone is exactly detection's."""
     from mmengine.registry import MODELS
 
