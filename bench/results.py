@@ -277,8 +277,9 @@ def task_plot(records: list[dict], path: Path) -> None:
     sched = sorted({f"{r['schedule']} ({r['epochs']} ep), {r['data']['name']}" for r in trained})
     for r in [r for r in records if _is_reference(r)]:  # reference rows: a level to beat, drawn across
         ax.axhline(r["metric"]["value"], color="tab:gray", ls="--", lw=1)
-        ax.annotate(f"{r['backbone']} ({r['schedule']})", (0.01, r["metric"]["value"]), xycoords=("axes fraction", "data"), fontsize=7,
-                    color="tab:gray", xytext=(0, 2), textcoords="offset points")
+        ax.annotate(f"{r['backbone']} ({r['schedule']})", (0.01, r["metric"]["value"]),
+                    xycoords=("axes fraction", "data"), fontsize=7, color="tab:gray", xytext=(0, 2),
+                    textcoords="offset points")
     for r in [r for r in records if not _is_reference(r)]:
         colour = COLOURS.get(r["backbone"], "tab:gray")
         marker = MARKERS[models.index(_model_of(r)) % len(MARKERS)]

@@ -273,7 +273,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
                             variant=variant, **resolved)  # writes nothing: bad options fail here
     # nothing to train: a reference row without a training loop (bicubic, SIFT; detection's
     # frozen-random trains its neck and head), or a recipe that only calibrates (PTQ)
-    untrained = backbone in task.BASELINES and cfg.get("train_cfg") is None
+    untrained = cfg.get("train_cfg") is None
     teacher_meta = None
     if the_recipe is not None:
         from tasks import recipes
