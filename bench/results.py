@@ -6,7 +6,9 @@ Tables and plots are rebuilt from the records alone (``bench report``); every wr
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -177,6 +179,25 @@ def _groups(records):
     return groups
 
 
+def _seed_sets(records):
+    """Trained rows of one config (its group key less the seed) run at two or more seeds:
+    {config key: {(backbone, variant, settings): {seed: record}}}. Untrained rows (PTQ, bicubic)
+    do not depend on the seed and stay out."""
+    sets = defaultdict(lambda: defaultdict(dict))
+    for key, recs in _groups(records).items():
+        for r in recs:
+            if r["epochs"]:
+                sets[key[:-1]][(r["backbone"], r["variant"], _settings(r))][r["seed"]] = r
+    return {k: {row: by_seed for row, by_seed in rows.items() if len(by_seed) > 1}
+            for k, rows in sets.items() if any(len(by_seed) > 1 for by_seed in rows.values())}
+
+
+def _seed_stats(by_seed: dict) -> dict:
+    values = [r["metric"]["value"] for r in by_seed.values()]
+    return dict(n=len(values), mean=statistics.mean(values), sd=statistics.stdev(values), min=min(values),
+                max=max(values), seeds=sorted(by_seed))
+
+
 def load_deployments(results_dir: Path = RESULTS_DIR) -> dict:
     """{(task, record file name): deploy record} from ``results_dir/deploy/<task>/*.json`` (written by
     `bench deploy`, which names the run record it deployed); unreadable files are skipped with a warning."""
@@ -253,6 +274,21 @@ def task_table(records: list[dict]) -> str:
             row += _deploy_cells(r) if deployed else []
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    for key, rows in _seed_sets(records).items():
+        r0 = next(iter(next(iter(rows.values())).values()))
+        name = r0["metric"]["name"]
+        lines += [f"## Across seeds: schedule `{r0['schedule']}` ({r0['epochs']} epochs), data `{r0['data']['name']}`",
+                  "", f"- options: {_options(r0)}; the rows above that ran at two or more seeds; s.d. is the "
+                  "sample standard deviation (n - 1)", "",
+                  f"| backbone | variant | settings | seeds | {name} mean | s.d. | min | max | per seed |",
+                  "|" + "---|" * 9]
+        for (backbone, variant, settings), by_seed in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])):
+            st = _seed_stats(by_seed)
+            per_seed = ", ".join(f"s{sd} {fmt(name, by_seed[sd]['metric']['value'])}" for sd in st["seeds"])
+            lines.append("| " + " | ".join([backbone, variant or "", settings, str(st["n"])] +
+                                           [fmt(name, st["mean"]), f"{st['sd']:.2g}", fmt(name, st["min"]),
+                                            fmt(name, st["max"]), per_seed]) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -318,6 +354,75 @@ def _by_precision(recs: dict) -> dict:
     return out
 
 
+def _row_label(task, by):
+    """(metric name, model label) of a group: the model, and where its backbones were pretrained."""
+    any_rec = next((r for r in by.values() if not _is_reference(r)), next(iter(by.values())))
+    name, model = any_rec["metric"]["name"], any_rec["config"].get("bench", {}).get("model", "linear head")
+    init = (any_rec.get("init_from") or {}).get("run")
+    if init:  # pretrained backbones: not comparable with the same model from scratch
+        model += f", backbone from {init.get('task')} `{init.get('schedule')}`"
+    return name, model
+
+
+def _ratio(p, f):
+    """BNN/INT8 of f over the precisions' records, or '' where either is missing."""
+    if "binary" not in p or "int8" not in p or not f(p["int8"]) or f(p["binary"]) is None:
+        return ""
+    return f"{f(p['binary']) / f(p['int8']):.3f}"
+
+
+def _overview_row(key, by, sched_cell, metric_cells=None, metric_ratio=None, latency=True) -> str:
+    """One overview line for the group ``key`` = (task, schedule, epochs, data, ...) whose records by
+    backbone are ``by``; a seed-mean row passes its own metric cells and ratio and no latencies."""
+    task, data = key[0], key[3]
+    p = _by_precision(by)
+    name, model = _row_label(task, by)
+    fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
+    if metric_cells is None:
+        metric_cells = [fmt(p[prec]["metric"]["value"]) if prec in p else "" for prec in ("binary", "int8", "fp32")]
+        metric_ratio = _ratio(p, lambda r: r["metric"]["value"])
+    ref = "; ".join(f"{r['backbone']} {fmt(r['metric']['value'])}" for b, r in sorted(by.items()) if _is_reference(r))
+    ops = lambda prec: _fmt(p[prec]["cost"]["ops"], 1e6) if prec in p else ""  # noqa: E731
+    lat = [_ratio(p, _latency_ms), _ratio(p, _deployed_ms)] if latency else ["", ""]
+    cells = ([f"[{task}]({task}.md)", model, sched_cell, data, name] + metric_cells +
+             [ref, metric_ratio, _ratio(p, lambda r: r["cost"]["ops"]), _ratio(p, _backbone_ops)] + lat +
+             [ops("binary"), ops("int8")])
+    return "| " + " | ".join(cells) + " |"
+
+
+def _overview_seed_row(key, rows) -> str:
+    """The mean over seeds of a config run at two or more seeds (``_seed_sets``): metric mean +- s.d.
+    per backbone, BNN/INT8 of the means, and the range of the per-seed ratios."""
+    task, sched, epochs = key[:3]
+    best = {}  # per backbone: the settings run at the most seeds (then the best mean)
+    for (backbone, variant, _), by_seed in rows.items():
+        if variant is None and not _is_reference(next(iter(by_seed.values()))):
+            st = _seed_stats(by_seed)
+            sign = 1 if next(iter(by_seed.values()))["metric"]["higher_is_better"] else -1
+            if backbone not in best or (st["n"], sign * st["mean"]) > (best[backbone][1]["n"],
+                                                                        sign * best[backbone][1]["mean"]):
+                best[backbone] = (by_seed, st)
+    if not best:
+        return ""
+    by = {b: next(iter(by_seed.values())) for b, (by_seed, _) in best.items()}
+    p = {prec: best[r["backbone"]] for prec, r in _by_precision(by).items()}
+    name, _ = _row_label(task, by)
+    fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
+    cells = [f"{fmt(p[prec][1]['mean'])} ± {p[prec][1]['sd']:.2g} (n={p[prec][1]['n']})" if prec in p else ""
+             for prec in ("binary", "int8", "fp32")]
+    ratio = ""
+    if "binary" in p and "int8" in p and p["int8"][1]["mean"]:
+        ratio = f"{p['binary'][1]['mean'] / p['int8'][1]['mean']:.3f}"
+        both = sorted(set(p["binary"][0]) & set(p["int8"][0]))
+        per_seed = [p["binary"][0][s]["metric"]["value"] / p["int8"][0][s]["metric"]["value"] for s in both
+                    if p["int8"][0][s]["metric"]["value"]]
+        if len(per_seed) > 1:
+            ratio += f" (per seed {min(per_seed):.3g} to {max(per_seed):.3g})"
+    seeds = sorted({s for by_seed, _ in best.values() for s in by_seed})
+    return _overview_row(key, by, f"{sched} ({epochs} ep, mean of seeds {', '.join(map(str, seeds))})", cells, ratio,
+                         latency=False)
+
+
 def overview(records: list[dict]) -> str:
     """One row per (task, comparable group) with BNN/INT8 ratios of metric, OPs, backbone OPs, latency."""
     lines = ["# BiNealBench results", "", "Generated by `bench report` from `results/<task>/*.json`. "
@@ -345,28 +450,15 @@ def overview(records: list[dict]) -> str:
                 if r["backbone"] not in by or better(r["metric"]["value"], by[r["backbone"]]["metric"]["value"]):
                     by[r["backbone"]] = r
             groups[(task,) + key] = by
-    for key, by in sorted(groups.items(), key=lambda kv: kv[0][:4]):
-        task, sched, epochs, data = key[:4]
-        p = _by_precision(by)
-        get = lambda prec, f: f(p[prec]) if prec in p else None  # noqa: E731
-        metric = lambda prec: get(prec, lambda r: r["metric"]["value"])  # noqa: E731
-        ratio = lambda f: (f"{f(p['binary']) / f(p['int8']):.3f}"  # noqa: E731
-                           if "binary" in p and "int8" in p and f(p["int8"]) and f(p["binary"]) is not None else "")
-        refs = [r for b, r in sorted(by.items()) if _is_reference(r)]
-        any_rec = next((r for r in by.values() if not _is_reference(r)), next(iter(by.values())))
-        name, model = any_rec["metric"]["name"], any_rec["config"].get("bench", {}).get("model", "linear head")
-        init = (any_rec.get("init_from") or {}).get("run")
-        if init:  # pretrained backbones: not comparable with the same model from scratch
-            model += f", backbone from {init.get('task')} `{init.get('schedule')}`"
-        fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
-        ref = "; ".join(f"{r['backbone']} {fmt(r['metric']['value'])}" for r in refs)
+    rows = []  # (task, schedule, epochs, data, data hash, options, seed or inf for the seed mean), line
+    for key, by in groups.items():
         seed = f", seed {key[-1]}" if key[-1] else ""
-        lines.append(f"| [{task}]({task}.md) | {model} | {sched} ({epochs} ep{seed}) | {data} | {name} | "
-                     f"{fmt(metric('binary'))} | {fmt(metric('int8'))} | {fmt(metric('fp32'))} | {ref} | "
-                     f"{ratio(lambda r: r['metric']['value'])} | {ratio(lambda r: r['cost']['ops'])} | "
-                     f"{ratio(_backbone_ops)} | {ratio(_latency_ms)} | {ratio(_deployed_ms)} | "
-                     f"{_fmt(get('binary', lambda r: r['cost']['ops']), 1e6)} | "
-                     f"{_fmt(get('int8', lambda r: r['cost']['ops']), 1e6)} |")
+        rows.append((key, _overview_row(key, by, f"{key[1]} ({key[2]} ep{seed})")))
+    for task, recs in by_task.items():
+        for key, seed_rows in _seed_sets(recs).items():
+            line = _overview_seed_row((task,) + key, seed_rows)
+            rows += [((task,) + key + (math.inf,), line)] if line else []
+    lines += [line for _, line in sorted(rows, key=lambda kv: kv[0])]
     return "\n".join(lines) + "\n"
 
 

@@ -431,6 +431,40 @@ def test_overview_keeps_seeds_apart(tmp_path):
     results.report(tmp_path)
     rows = [[c.strip() for c in line.strip("|").split("|")]
             for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
-    assert sorted((r[2], r[5], r[6], r[9]) for r in rows) == [
+    assert sorted((r[2], r[5], r[6], r[9]) for r in rows if "mean" not in r[2]) == [
         ("short (4 ep)", "0.6", "0.8", "0.750"), ("short (4 ep, seed 1)", "0.65", "0.7", "0.929")]
     assert (tmp_path / "classification.md").read_text().count("## schedule `short`") == 2
+
+
+def test_seed_means_against_hand_computed_statistics(tmp_path):
+    """A config run at several seeds gets a mean row: mean +- sample s.d. per backbone, BNN/INT8 of the
+    means and the range of the per-seed ratios. Rows at one seed, untrained rows and variants stay out."""
+    bnn, int8 = {0: 0.60, 1: 0.65, 2: 0.70}, {0: 0.80, 1: 0.70, 2: 0.60}
+    recs = [dict(_record("classification", "binealnet", v, 30e6, 20e6, 8.0, run=f"bnn-s{s}"), seed=s)
+            for s, v in bnn.items()]
+    recs += [dict(_record("classification", "int8", v, 600e6, 500e6, 2.0, run=f"int8-s{s}"), seed=s)
+             for s, v in int8.items()]
+    recs += [_record("classification", "fp32", 0.9, 900e6, 800e6, 4.0),  # one seed: no mean
+             dict(_record("classification", "int8", 0.1, 600e6, 500e6, 2.0, run="ptq"), epochs=0),
+             dict(_record("classification", "binealnet", 0.1, 30e6, 20e6, 8.0, run="v-s1"), seed=1, variant="v"),
+             dict(_record("classification", "binealnet", 0.2, 30e6, 20e6, 8.0, run="v-s2"), seed=2, variant="v")]
+    for r in recs:
+        results.write_record(r, tmp_path)
+    results.report(tmp_path)
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
+    assert [r[2] for r in rows] == ["short (4 ep)", "short (4 ep, seed 1)", "short (4 ep, seed 2)",
+                                    "short (4 ep, mean of seeds 0, 1, 2)"]
+    mean = rows[-1]
+    # mean(0.6, 0.65, 0.7) = 0.65, s.d. 0.05; mean(0.8, 0.7, 0.6) = 0.7, s.d. 0.1 (ptq's 0.1 left out)
+    assert mean[5:8] == ["0.65 ± 0.05 (n=3)", "0.7 ± 0.1 (n=3)", ""]
+    # 0.65 / 0.7; per seed 0.6/0.8 = 0.75 to 0.7/0.6 = 1.17
+    assert mean[9] == "0.929 (per seed 0.75 to 1.17)"
+    assert mean[10] == "0.050" and mean[12] == ""  # OPs 30/600 as any seed; no latency for a mean
+    table = (tmp_path / "classification.md").read_text()
+    across = table.split("## Across seeds")[1]
+    bnn_rows = [line for line in across.splitlines() if line.startswith("| binealnet")]
+    assert len(bnn_rows) == 2  # the preset and its variant, each over its own seeds
+    cells = [c.strip() for c in bnn_rows[0].strip("|").split("|")]
+    assert cells[3:] == ["3", "0.65", "0.05", "0.6", "0.7", "s0 0.6, s1 0.65, s2 0.7"]
+    assert "| fp32 " not in across
