@@ -37,7 +37,7 @@ def _add_run_args(p, task, with_backbone=True):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device (AMP bf16 on cuda)")
     p.add_argument("--work-dir", default=None, help="checkpoints and logs (default work_dirs/<task>/<run>)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted run from its last checkpoint")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="random seed (default 0)")
     p.add_argument("--launcher", default="none", choices=["none", "pytorch"],
                    help="multi-process training: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch "
                         "(gloo on CPU, NCCL on CUDA); the schedule's batch is the global batch, split over the N")
@@ -63,6 +63,14 @@ def _int_at_least(lo):
         return n
     parse.__name__ = f"int>={lo}"
     return parse
+
+
+def _seed_list(v):
+    parse = _int_at_least(0)
+    seeds = [parse(x.strip()) for x in v.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is listed twice: {v!r}")
+    return seeds
 
 
 def _option_type(name, spec):
@@ -122,7 +130,7 @@ def _recipes(spec, backbone_names):
 
 
 def _run_kwargs(a):
-    kw = dict(data=a.data, schedule=a.schedule, epochs=a.epochs, device=a.device, resume=a.resume, seed=a.seed,
+    kw = dict(data=a.data, schedule=a.schedule, epochs=a.epochs, device=a.device, resume=a.resume, seed=a.seed or 0,
               launcher=a.launcher, teacher=a.teacher, **_parse_opts(a.task, a))
     if a.results_dir:
         kw["results_dir"] = Path(a.results_dir)
@@ -168,12 +176,17 @@ def cmd_compare(a):
                              "--backbones or give --teacher")
         else:
             needs_teacher = []
-    teacher = kw.pop("teacher")
-    for b in names:
-        rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)
-        _print_record(rec, path)
-        if b == "fp32" and needs_teacher and not teacher:
-            teacher = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
+    given_teacher = kw.pop("teacher")
+    if a.seeds is not None and a.seed is not None:
+        raise BenchError("give --seed or --seeds, not both")
+    seeds = a.seeds if a.seeds is not None else [kw["seed"]]
+    for seed in seeds:  # each seed is a whole comparison, its own fp32 teacher included
+        kw["seed"], teacher = seed, given_teacher
+        for b in names:
+            rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)
+            _print_record(rec, path)
+            if b == "fp32" and needs_teacher and not teacher:
+                teacher = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
     for p in report(kw.get("results_dir", RESULTS_DIR)):
         print("wrote", p)
 
@@ -288,6 +301,9 @@ def build_parser(task_name=None):
     _add_run_args(c, task, with_backbone=False)
     default_rows = ",".join(list(backbones.PRESETS) + list(task.BASELINES if task else ()))
     c.add_argument("--backbones", default=default_rows, help=f"comma-separated (default {default_rows})")
+    c.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+                   help="run the whole comparison once per seed, e.g. 0,1,2 (instead of --seed); the tables add "
+                        "a mean row over the seeds")
     c.set_defaults(func=cmd_compare)
     ab = sub.add_parser("ablate", help="the seed's ablation rows as variants of binealnet, beside its accuracies")
     _add_run_args(ab, task, with_backbone=False)

@@ -294,3 +294,31 @@ def test_retinanet_has_no_distillation(tmp_path, capsys):
                         "--work-dir", str(tmp_path / "s")]) == 2
     assert "distillation is defined for CenterNet" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_compare_over_seeds_distils_each_seed_from_its_own_teacher(tmp_path, cifar_root, capsys, monkeypatch):
+    """`bench compare --seeds 0,1` is the whole comparison once per seed: each seed's binary run distils
+    from that seed's fp32 run, and the tables add a mean row over the seeds."""
+    monkeypatch.chdir(tmp_path)  # the default work dirs land here
+    res = tmp_path / "res"
+    assert main(["compare", "--task", "classification", "--data", str(cifar_root), "--results-dir", str(res),
+                 "--backbones", "binealnet,fp32", "--seeds", "0,1", *TINY]) == 0
+    recs = results.load_records(res, "classification")
+    assert sorted((r["backbone"], r["seed"]) for r in recs) == [("binealnet", 0), ("binealnet", 1), ("fp32", 0),
+                                                                 ("fp32", 1)]
+    for r in recs:
+        if r["backbone"] == "binealnet":
+            assert r["teacher"]["run"]["seed"] == r["seed"]
+    assert "mean of seeds 0, 1" in (res / "README.md").read_text()
+
+
+@pytest.mark.parametrize("args,msg", [(["--seeds", "0,0"], "a seed is listed twice"),
+                                      (["--seeds", "0,-1"], "expected a whole number >= 0"),
+                                      (["--seeds", "1,2", "--seed", "1"], "give --seed or --seeds, not both")])
+def test_bad_seed_lists_are_refused(tmp_path, capsys, args, msg):
+    res = tmp_path / "res"
+    try:
+        code = main(["compare", "--task", "classification", "--results-dir", str(res), *args])
+    except SystemExit as e:  # argparse's own refusal
+        code = e.code
+    assert code == 2 and msg in capsys.readouterr().err and not res.exists()
