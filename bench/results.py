@@ -321,8 +321,16 @@ def task_plot(records: list[dict], path: Path) -> None:
         marker = MARKERS[models.index(_model_of(r)) % len(MARKERS)]
         ax.scatter(r["cost"]["ops"], r["metric"]["value"], c=colour, marker=marker, s=36,
                    alpha=0.55 if r["variant"] else 0.95)
+    seed_sets = _seed_sets(records)
+    for rows in seed_sets.values():  # configs run at several seeds: mean +- s.d. beside the seeds' points
+        for (backbone, _, _), by_seed in rows.items():
+            r, st = next(iter(by_seed.values())), _seed_stats(by_seed)
+            ax.errorbar(r["cost"]["ops"] * 1.08, st["mean"], yerr=st["sd"], fmt="_", ms=10, capsize=3,
+                        color=COLOURS.get(backbone, "tab:gray"), lw=1)
     handles = [Line2D([], [], color=c, marker="o", ls="", label=b) for b, c in COLOURS.items()
                if any(r["backbone"] == b for r in records)]
+    if seed_sets:
+        handles.append(Line2D([], [], color="k", marker="_", ms=10, ls="", label="mean ± s.d. over seeds"))
     handles += [Line2D([], [], color=COLOURS.get(b, "tab:gray"), marker="o", ls="", label=b)
                 for b in sorted({r["backbone"] for r in records if not _is_reference(r)} - set(COLOURS))]
     if len(models) > 1:
