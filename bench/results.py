@@ -282,7 +282,8 @@ def task_table(records: list[dict]) -> str:
                   "sample standard deviation (n - 1)", "",
                   f"| backbone | variant | settings | seeds | {name} mean | s.d. | min | max | per seed |",
                   "|" + "---|" * 9]
-        for (backbone, variant, settings), by_seed in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])):
+        order = sorted(rows, key=lambda row: (row[0], row[1] or "", row[2]))  # variant None sorts first
+        for (backbone, variant, settings), by_seed in ((row, rows[row]) for row in order):
             st = _seed_stats(by_seed)
             per_seed = ", ".join(f"s{sd} {fmt(name, by_seed[sd]['metric']['value'])}" for sd in st["seeds"])
             lines.append("| " + " | ".join([backbone, variant or "", settings, str(st["n"])] +
