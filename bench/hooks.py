@@ -62,6 +62,9 @@ class ResumableRunState(Hook):
     - Wall time: each checkpoint carries the wall seconds of every part of the run so far, so the
       record of a resumed run counts all of them (time after a part's last checkpoint is lost work
       and is not counted).
+    - History: the mean of every loss term over each training epoch, and the metrics of each
+      validation during training, so that a record shows how the run got there (a run that stalls
+      at a loss floor, a seed that diverges later than another). Checkpoints carry it too.
     """
 
     priority = "VERY_HIGH"
@@ -71,10 +74,31 @@ class ResumableRunState(Hook):
         self.seed = seed
         self.t0 = time.time()
         self.earlier_parts: list[float] = []
+        self.history: dict[str, list[dict]] = {"train": [], "val": []}
+        self._sums: dict[str, float] = {}
+        self._iters = 0
 
     def before_train_epoch(self, runner):
         from mmengine.runner import set_random_seed
         set_random_seed(epoch_seed(self.seed, runner.epoch))
+        self._sums, self._iters = {}, 0
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        for k, v in (outputs or {}).items():
+            if k.startswith("loss"):
+                self._sums[k] = self._sums.get(k, 0.0) + float(v.detach() if hasattr(v, "detach") else v)
+        self._iters += 1
+
+    def after_train_epoch(self, runner):
+        if self._iters:
+            # mmengine counts the epoch as done after these hooks: runner.epoch is still the 0-based index
+            means = {k: v / self._iters for k, v in self._sums.items()}
+            self.history["train"].append({"epoch": runner.epoch + 1, **means})
+
+    def after_val_epoch(self, runner, metrics=None):
+        numbers = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+        if numbers:  # only training validates: the final pass is runner.test()
+            self.history["val"].append({"epoch": runner.epoch, **numbers})
 
     def parts(self) -> list[float]:
         import time
@@ -82,8 +106,11 @@ class ResumableRunState(Hook):
 
     def before_save_checkpoint(self, runner, checkpoint):
         checkpoint.setdefault("meta", {})["bench_wall_s_parts"] = self.parts()
+        checkpoint["meta"]["bench_history"] = self.history
 
     def after_load_checkpoint(self, runner, checkpoint):
         if not getattr(runner, "_resume", False):  # weights loaded to start from (QAT): not a part of this run
             return
-        self.earlier_parts = list((checkpoint.get("meta") or {}).get("bench_wall_s_parts", []))
+        meta = checkpoint.get("meta") or {}
+        self.earlier_parts = list(meta.get("bench_wall_s_parts", []))
+        self.history = meta.get("bench_history", {"train": [], "val": []})

@@ -317,6 +317,8 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     model = _unwrap(runner.model)
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if untrained else runner.max_epochs)
     record["wall_s_parts"] = parts  # more than one after --resume
+    if state is not None and not untrained:
+        record["history"] = state.history  # per-epoch train losses and validations (bench/hooks.py)
     record["launch"] = {k: v for k, v in launch.items() if k != "rank"}
     if init_meta is not None:  # the pretrained backbone's run: its data, schedule and time are part of this one's
         record["init_from"] = {"checkpoint": str(resolved["init_from"]), "run": init_meta,

@@ -74,7 +74,32 @@ def test_interrupted_run_resumes(tmp_path, cifar_root):
     assert "Auto resumed from the latest checkpoint" in out.stdout + out.stderr
     assert f"resumed epoch: {done}" in out.stdout + out.stderr
     (f,) = res.rglob("*.json")
-    assert json.loads(f.read_text())["epochs"] == done + 2
+    rec = json.loads(f.read_text())
+    assert rec["epochs"] == done + 2
+    # the epochs before the kill reach the record through the checkpoint
+    assert [h["epoch"] for h in rec["history"]["train"]] == list(range(1, done + 3))
+    assert all(h["loss"] > 0 for h in rec["history"]["train"])
+
+
+def test_history_is_the_mean_of_each_loss_term_per_epoch():
+    """ResumableRunState's history against hand-computed means; non-loss outputs stay out; a
+    checkpoint carries it to a resumed run."""
+    from types import SimpleNamespace
+
+    from bench.hooks import ResumableRunState
+    h, runner = ResumableRunState(seed=0), SimpleNamespace(epoch=0, _resume=True)
+    h.before_train_epoch(runner)
+    for loss, term in ((1.0, 0.5), (3.0, 1.5)):
+        h.after_train_iter(runner, 0, outputs={"loss": torch.tensor(loss), "loss_cls": term, "acc": 9.0})
+    h.after_train_epoch(runner)  # mmengine: epoch still 0 here, counted as done after the hooks
+    runner.epoch = 1  # validation runs after the count
+    h.after_val_epoch(runner, {"top1": 0.25, "per_class": [0.1, 0.2]})
+    assert h.history == {"train": [{"epoch": 1, "loss": 2.0, "loss_cls": 1.0}], "val": [{"epoch": 1, "top1": 0.25}]}
+    ckpt = {}
+    h.before_save_checkpoint(runner, ckpt)
+    resumed = ResumableRunState(seed=0)
+    resumed.after_load_checkpoint(runner, ckpt)
+    assert resumed.history == h.history
 
 
 def _err(capsys):
