@@ -353,6 +353,58 @@ def task_plot(records: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def curves_plot(records: list[dict], path: Path) -> bool:
+    """Training curves of the records that carry a history (bench/hooks.py): one column per comparable
+    group, the mean training loss per epoch on top and the task's metric at each validation below;
+    colour is the backbone, line style the seed. False (nothing drawn) when no record has a history."""
+    groups = {k: [r for r in rs if (r.get("history") or {}).get("train")] for k, rs in _groups(records).items()}
+    groups = {k: rs for k, rs in groups.items() if rs}
+    if not groups:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(groups, key=str)
+    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6), squeeze=False, sharex="col")
+    for col, key in enumerate(keys):
+        recs = sorted(groups[key], key=lambda r: (r["backbone"], r.get("recipe", {}).get("name") or ""))
+        r0 = recs[0]
+        top, bottom = axes[0][col], axes[1][col]
+        init = " from pretrained" if r0.get("init_from") else ""
+        top.set_title(f"{r0['schedule']} ({r0['epochs']} ep){init}, {r0['data']['name']}, seed {key[-1]}",
+                      fontsize=8)
+        for r in recs:
+            colour = COLOURS.get(r["backbone"], "tab:gray")
+            style = LINESTYLES[r["seed"] % len(LINESTYLES)]
+            label = r["backbone"] + (f" {r['variant']}" if r["variant"] else "")
+            train = r["history"]["train"]
+            top.plot([h["epoch"] for h in train], [h["loss"] for h in train], color=colour, ls=style, label=label)
+            key_ = (getattr(_task(r["task"]), "METRIC", None) or {}).get("key")
+            val = [h for h in r["history"].get("val", []) if key_ in h]
+            if val:
+                bottom.plot([h["epoch"] for h in val], [h[key_] for h in val], color=colour,
+                            ls=style, marker="o", ms=3)
+        top.set_ylabel("training loss (epoch mean)")
+        top.set_yscale("log")
+        bottom.set_ylabel(f"{r0['metric']['name']} at validation")
+        bottom.set_xlabel("epoch")
+        for ax in (top, bottom):
+            ax.grid(True, alpha=0.3)
+        top.legend(fontsize=7)
+    fig.suptitle(f"{records[0]['task']}: training curves (records with a history)", fontsize=9)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
 def _by_precision(recs: dict) -> dict:
     """{'binary': record, 'int8': ..., 'fp32': ...} from {backbone name: record} of one group."""
     import backbones
@@ -487,5 +539,7 @@ def report(results_dir: Path = RESULTS_DIR) -> list[Path]:
         atomic_write(md, task_table(recs))
         task_plot(recs, results_dir / f"{task}.png")
         written += [md, results_dir / f"{task}.png"]
+        if curves_plot(recs, results_dir / f"{task}_curves.png"):
+            written.append(results_dir / f"{task}_curves.png")
     atomic_write(results_dir / "README.md", overview(records))
     return written + [results_dir / "README.md"]

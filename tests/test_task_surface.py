@@ -468,3 +468,15 @@ def test_seed_means_against_hand_computed_statistics(tmp_path):
     cells = [c.strip() for c in bnn_rows[0].strip("|").split("|")]
     assert cells[3:] == ["3", "0.65", "0.05", "0.6", "0.7", "s0 0.6, s1 0.65, s2 0.7"]
     assert "| fp32 " not in across
+
+
+def test_curves_plot_only_from_records_with_a_history(tmp_path):
+    results.write_record(_record("classification", "int8", 0.8, 600e6, 500e6, 2.0), tmp_path)
+    results.report(tmp_path)
+    assert not (tmp_path / "classification_curves.png").exists()  # older records: no history, no plot
+    r = _record("classification", "binealnet", 0.6, 30e6, 20e6, 8.0)
+    r["history"] = {"train": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.5}],
+                    "val": [{"epoch": 2, "top1": 0.6}]}
+    results.write_record(r, tmp_path)
+    assert tmp_path / "classification_curves.png" in results.report(tmp_path)
+    assert (tmp_path / "classification_curves.png").stat().st_size > 1000
