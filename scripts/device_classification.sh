@@ -65,7 +65,7 @@ elif [ "${MODE}" = speed ]; then
       | tee -a "$OUT/speed.txt" | grep -E "ms/step|ratio"
   done
 elif [ "${MODE}" = pretrain ]; then
-  PY=python3 CIFAR="$DATA" DET_DATA="${DET_DATA:-.devdata/pennfudan}" PRE=pretrain DEVICE=cuda \
+  PY=python3 CIFAR="$DATA" DET_DATA="${DET_DATA:-.devdata/pennfudan}" PRE=pretrain DEVICE=cuda DET_SEEDS="${DET_SEEDS:-0 1 2 3}" \
       bash scripts/pretrain_then_detect.sh 2>&1 | tee -a "$OUT/log.txt" | grep -E "bench: error|Traceback| = "
   tar -cf "$OUT/records.tar" results/classification results/detection
 else  # MODE=ablation: every variant at once on the one GPU (each alone leaves it mostly idle)
