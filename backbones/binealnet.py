@@ -6,6 +6,7 @@ mmdet conventions: ``forward`` returns a tuple of stage features chosen by ``out
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .layers import QConv2d
@@ -130,6 +131,20 @@ class BiNealNet(nn.Module):
         self.aux_lr_mult, self.init_cfg = aux_lr_mult, init_cfg
         self.strides, self.dilations = tuple(strides), tuple(dilations)
 
+        # the layers draw their init from a stream of their own, seeded by one draw of the global one: the
+        # modules built after the backbone (neck, head) then start from the same weights for every
+        # preset and width at one seed, so the precisions' runs differ in the backbone alone
+        own_seed = int(torch.randint(2**62, (1,), device="cpu").item())  # cpu: also under a meta device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(own_seed)
+            self._build(spec, stem, in_channels, depth, width, strides, dilations, downsample_kernel, scales_after,
+                        double_shortcut)
+        self._freeze_stages()
+        if freeze_weights:
+            self.requires_grad_(False)  # the optimizer's groups skip them (tasks/recipes.py)
+
+    def _build(self, spec, stem, in_channels, depth, width, strides, dilations, downsample_kernel, scales_after,
+               double_shortcut):
         base = int(round(64 * width))
         self.channels = [base * 2 ** i for i in range(4)]
         if stem == "imagenet":
@@ -147,9 +162,6 @@ class BiNealNet(nn.Module):
             cin = cout
         self.out_channels = tuple(self.channels[i] for i in self.out_indices)
         self._init_default()
-        self._freeze_stages()
-        if freeze_weights:
-            self.requires_grad_(False)  # the optimizer's groups skip them (tasks/recipes.py)
 
     # ------------------------------------------------------------------ init
     def _init_default(self):

@@ -279,3 +279,23 @@ def test_init_from_checkpoint_reports_mismatch(tmp_path):
     wide = backbones.build("binealnet", width=0.5, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "c.pth")))
     with pytest.warns(UserWarning, match="shape mismatches"):
         wide.init_weights()
+
+
+def test_building_a_backbone_draws_one_value_from_the_global_stream():
+    """Whatever its preset and width, a backbone takes one draw of the global RNG (its layers use a
+    stream seeded by it), so what is built after it starts from the same state; its own init still
+    follows the seed."""
+    after, first = [], {}
+    for name, width in (("fp32", 1.0), ("int8", 1.0), ("binealnet", 1.0), ("binealnet", 2.0)):
+        torch.manual_seed(5)
+        bb = backbones.build(name, width=width)
+        after.append(torch.rand(3))
+        first.setdefault(name, bb.stem[0].weight.detach().clone())
+    torch.manual_seed(5)
+    torch.randint(2**62, (1,))
+    expected = torch.rand(3)
+    assert all(torch.equal(a, expected) for a in after)
+    torch.manual_seed(5)
+    assert torch.equal(backbones.build("fp32").stem[0].weight, first["fp32"])  # same seed, same backbone
+    torch.manual_seed(6)
+    assert not torch.equal(backbones.build("fp32").stem[0].weight, first["fp32"])

@@ -239,6 +239,26 @@ def test_init_from_loads_backbone_and_reports_mismatch(tmp_path):
         wide.init_weights()
 
 
+def test_every_backbone_gets_the_same_neck_and_head_at_one_seed(tmp_path):
+    """At one seed the three precisions' detectors start from the same neck and head weights (and see
+    the same batches), so their runs differ in the backbone alone. Before, int8 and fp32 shared a head
+    draw and binealnet had its own, as its layers drew a different number of random values."""
+    from mmdet.registry import MODELS
+    from mmengine.runner import set_random_seed
+    heads = {}
+    for b in ("fp32", "int8", "binealnet"):
+        set_random_seed(1)
+        m = MODELS.build(DET.build_config(b, DET.DEFAULT_DATA, "smoke", tmp_path, 1).model)
+        m.init_weights()
+        heads[b] = {k: v for k, v in m.state_dict().items() if not k.startswith("backbone.")}
+    assert heads["fp32"].keys() == heads["binealnet"].keys()
+    for b in ("int8", "binealnet"):
+        assert all(torch.equal(heads["fp32"][k], heads[b][k]) for k in heads["fp32"]), b
+    set_random_seed(2)
+    other = MODELS.build(DET.build_config("fp32", DET.DEFAULT_DATA, "smoke", tmp_path, 2).model)
+    assert not torch.equal(other.bbox_head.heatmap_head[0].weight, heads["fp32"]["bbox_head.heatmap_head.0.weight"])
+
+
 @pytest.mark.parametrize("head_precision", ["fp32", "binary"])
 def test_init_from_keeps_the_checkpoints_learned_binary_scales(tmp_path, head_precision):
     """With a quantized neck and head, the detector's init ends by setting binary beta = mean|W|
