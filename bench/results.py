@@ -472,13 +472,15 @@ def _overview_seed_row(key, rows) -> str:
     cells = [f"{fmt(p[prec][1]['mean'])} ± {p[prec][1]['sd']:.2g} (n={p[prec][1]['n']})" if prec in p else ""
              for prec in ("binary", "int8", "fp32")]
     ratio = ""
-    if "binary" in p and "int8" in p and p["int8"][1]["mean"]:
-        ratio = f"{p['binary'][1]['mean'] / p['int8'][1]['mean']:.3f}"
-        both = sorted(set(p["binary"][0]) & set(p["int8"][0]))
-        per_seed = [p["binary"][0][s]["metric"]["value"] / p["int8"][0][s]["metric"]["value"] for s in both
-                    if p["int8"][0][s]["metric"]["value"]]
-        if len(per_seed) > 1:
-            ratio += f" (per seed {min(per_seed):.3g} to {max(per_seed):.3g})"
+    both = sorted(set(p["binary"][0]) & set(p["int8"][0])) if "binary" in p and "int8" in p else []
+    value = lambda prec, s: p[prec][0][s]["metric"]["value"]  # noqa: E731
+    if len(both) > 1 and statistics.mean(value("int8", s) for s in both):
+        # over the seeds both ran: a seed one of them lacks would bias the ratio of the means
+        means = [statistics.mean(value(prec, s) for s in both) for prec in ("binary", "int8")]
+        per_seed = [value("binary", s) / value("int8", s) for s in both if value("int8", s)]
+        ratio = f"{means[0] / means[1]:.3f} (per seed {min(per_seed):.3g} to {max(per_seed):.3g}"
+        common = set(both) == set(p["binary"][0]) == set(p["int8"][0])
+        ratio += ")" if common else f"; seeds {', '.join(map(str, both))})"
     seeds = sorted({s for by_seed, _ in best.values() for s in by_seed})
     return _overview_row(key, by, f"{sched} ({epochs} ep, mean of seeds {', '.join(map(str, seeds))})", cells, ratio,
                          latency=False)

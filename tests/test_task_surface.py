@@ -468,6 +468,13 @@ def test_seed_means_against_hand_computed_statistics(tmp_path):
     cells = [c.strip() for c in bnn_rows[0].strip("|").split("|")]
     assert cells[3:] == ["3", "0.65", "0.05", "0.6", "0.7", "s0 0.6, s1 0.65, s2 0.7"]
     assert "| fp32 " not in across
+    # a seed only the binary backbone ran leaves the ratio alone: it is over the seeds both ran
+    results.write_record(dict(_record("classification", "binealnet", 0.05, 30e6, 20e6, 8.0, run="bnn-s3"), seed=3),
+                         tmp_path)
+    results.report(tmp_path)
+    lines = (tmp_path / "README.md").read_text().splitlines()
+    mean = [[c.strip() for c in line.strip("|").split("|")] for line in lines if "mean of seeds" in line][0]
+    assert mean[5].endswith("(n=4)") and mean[9] == "0.929 (per seed 0.75 to 1.17; seeds 0, 1, 2)"
 
 
 def test_curves_plot_only_from_records_with_a_history(tmp_path):
