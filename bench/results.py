@@ -357,10 +357,12 @@ LINESTYLES = ["-", "--", ":", "-."]
 
 
 def curves_plot(records: list[dict], path: Path) -> bool:
-    """Training curves of the records that carry a history (bench/hooks.py): one column per comparable
-    group, the mean training loss per epoch on top and the task's metric at each validation below;
+    """Training curves of the records that carry a history (bench/hooks.py): one column per config (its
+    seeds together), the mean training loss per epoch on top and the task's metric at each validation below;
     colour is the backbone, line style the seed. False (nothing drawn) when no record has a history."""
-    groups = {k: [r for r in rs if (r.get("history") or {}).get("train")] for k, rs in _groups(records).items()}
+    groups = defaultdict(list)  # a config's seeds share a panel
+    for k, rs in _groups(records).items():
+        groups[k[:-1]] += [r for r in rs if (r.get("history") or {}).get("train")]
     groups = {k: rs for k, rs in groups.items() if rs}
     if not groups:
         return False
@@ -369,18 +371,17 @@ def curves_plot(records: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     keys = sorted(groups, key=str)
-    fig, axes = plt.subplots(2, len(keys), figsize=(4.2 * len(keys), 6), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(2, len(keys), figsize=(max(6.0, 4.2 * len(keys)), 6), squeeze=False, sharex="col")
     for col, key in enumerate(keys):
-        recs = sorted(groups[key], key=lambda r: (r["backbone"], r.get("recipe", {}).get("name") or ""))
+        recs = sorted(groups[key], key=lambda r: (r["backbone"], r.get("recipe", {}).get("name") or "", r["seed"]))
         r0 = recs[0]
         top, bottom = axes[0][col], axes[1][col]
         init = " from pretrained" if r0.get("init_from") else ""
-        top.set_title(f"{r0['schedule']} ({r0['epochs']} ep){init}, {r0['data']['name']}, seed {key[-1]}",
-                      fontsize=8)
+        top.set_title(f"{r0['schedule']} ({r0['epochs']} ep){init}, {r0['data']['name']}", fontsize=8)
         for r in recs:
             colour = COLOURS.get(r["backbone"], "tab:gray")
             style = LINESTYLES[r["seed"] % len(LINESTYLES)]
-            label = r["backbone"] + (f" {r['variant']}" if r["variant"] else "")
+            label = r["backbone"] + (f" {r['variant']}" if r["variant"] else "") + f" seed {r['seed']}"
             train = r["history"]["train"]
             top.plot([h["epoch"] for h in train], [h["loss"] for h in train], color=colour, ls=style, label=label)
             key_ = (getattr(_task(r["task"]), "METRIC", None) or {}).get("key")
