@@ -384,10 +384,10 @@ def curves_plot(records: list[dict], path: Path) -> bool:
             label = r["backbone"] + (f" {r['variant']}" if r["variant"] else "") + f" seed {r['seed']}"
             train = r["history"]["train"]
             top.plot([h["epoch"] for h in train], [h["loss"] for h in train], color=colour, ls=style, label=label)
-            key_ = (getattr(_task(r["task"]), "METRIC", None) or {}).get("key")
-            val = [h for h in r["history"].get("val", []) if key_ in h]
+            metric_key = (getattr(_task(r["task"]), "METRIC", None) or {}).get("key")
+            val = [h for h in r["history"].get("val", []) if metric_key in h]
             if val:
-                bottom.plot([h["epoch"] for h in val], [h[key_] for h in val], color=colour,
+                bottom.plot([h["epoch"] for h in val], [h[metric_key] for h in val], color=colour,
                             ls=style, marker="o", ms=3)
         top.set_ylabel("training loss (epoch mean)")
         top.set_yscale("log")
