@@ -179,12 +179,12 @@ def _groups(records):
     return groups
 
 
-def _seed_sets(records):
-    """Trained rows of one config (its group key less the seed) run at two or more seeds:
-    {config key: {(backbone, variant, settings): {seed: record}}}. Untrained rows (PTQ, bicubic)
-    do not depend on the seed and stay out."""
+def _seed_sets(groups):
+    """Of ``_groups``' output, the trained rows of one config (its group key less the seed) run at two
+    or more seeds: {config key: {(backbone, variant, settings): {seed: record}}}. Untrained rows (PTQ,
+    bicubic) do not depend on the seed and stay out."""
     sets = defaultdict(lambda: defaultdict(dict))
-    for key, recs in _groups(records).items():
+    for key, recs in groups.items():
         for r in recs:
             if r["epochs"]:
                 sets[key[:-1]][(r["backbone"], r["variant"], _settings(r))][r["seed"]] = r
@@ -242,7 +242,8 @@ def task_table(records: list[dict]) -> str:
              "Deployed columns (where `bench deploy` ran on the run's checkpoint): real INT8 / packed 1-bit kernels "
              "on the CPU named in results/deploy.md, batch-1 latency at 1 and 2 threads, exported file size, and "
              "the deployed model's metric on the test set.", ""]
-    for key, recs in _groups(records).items():
+    groups = _groups(records)
+    for key, recs in groups.items():
         r0 = recs[0]
         sec = _metric_cols(recs)
         lines += [f"## schedule `{r0['schedule']}` ({r0['epochs']} epochs), data `{r0['data']['name']}`",
@@ -274,7 +275,7 @@ def task_table(records: list[dict]) -> str:
             row += _deploy_cells(r) if deployed else []
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    for key, rows in _seed_sets(records).items():
+    for key, rows in _seed_sets(groups).items():
         r0 = next(iter(next(iter(rows.values())).values()))
         name = r0["metric"]["name"]
         lines += [f"## Across seeds: schedule `{r0['schedule']}` ({r0['epochs']} epochs), data `{r0['data']['name']}`",
@@ -302,6 +303,17 @@ def _model_of(r):
     return r.get("config", {}).get("bench", {}).get("model") or "default"
 
 
+def _save_figure(fig, path: Path, dpi: int) -> None:
+    """Atomic, as every write here: a temporary file in the same folder, then os.replace."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def task_plot(records: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -322,7 +334,7 @@ def task_plot(records: list[dict], path: Path) -> None:
         marker = MARKERS[models.index(_model_of(r)) % len(MARKERS)]
         ax.scatter(r["cost"]["ops"], r["metric"]["value"], c=colour, marker=marker, s=36,
                    alpha=0.55 if r["variant"] else 0.95)
-    seed_sets = _seed_sets(records)
+    seed_sets = _seed_sets(_groups(records))
     for rows in seed_sets.values():  # configs run at several seeds: mean +- s.d. beside the seeds' points
         for (backbone, _, _), by_seed in rows.items():
             r, st = next(iter(by_seed.values())), _seed_stats(by_seed)
@@ -345,12 +357,7 @@ def task_plot(records: list[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(handles=handles, fontsize=7, title="colour: backbone; marker: model" if len(models) > 1 else None,
               title_fontsize=7)
-    fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path, dpi=120)
 
 
 LINESTYLES = ["-", "--", ":", "-."]
@@ -371,6 +378,7 @@ def curves_plot(records: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     keys = sorted(groups, key=str)
+    metric_key = (getattr(_task(records[0]["task"]), "METRIC", None) or {}).get("key")
     fig, axes = plt.subplots(2, len(keys), figsize=(max(6.0, 4.2 * len(keys)), 6), squeeze=False, sharex="col")
     for col, key in enumerate(keys):
         recs = sorted(groups[key], key=lambda r: (r["backbone"], r.get("recipe", {}).get("name") or "", r["seed"]))
@@ -384,7 +392,6 @@ def curves_plot(records: list[dict], path: Path) -> bool:
             label = r["backbone"] + (f" {r['variant']}" if r["variant"] else "") + f" seed {r['seed']}"
             train = r["history"]["train"]
             top.plot([h["epoch"] for h in train], [h["loss"] for h in train], color=colour, ls=style, label=label)
-            metric_key = (getattr(_task(r["task"]), "METRIC", None) or {}).get("key")
             val = [h for h in r["history"].get("val", []) if metric_key in h]
             if val:
                 bottom.plot([h["epoch"] for h in val], [h[metric_key] for h in val], color=colour,
@@ -397,12 +404,7 @@ def curves_plot(records: list[dict], path: Path) -> bool:
             ax.grid(True, alpha=0.3)
         top.legend(fontsize=7)
     fig.suptitle(f"{records[0]['task']}: training curves (records with a history)", fontsize=9)
-    fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save_figure(fig, path, dpi=100)
     return True
 
 
@@ -458,9 +460,10 @@ def _overview_seed_row(key, rows) -> str:
     task, sched, epochs = key[:3]
     best = {}  # per backbone: the settings run at the most seeds (then the best mean)
     for (backbone, variant, _), by_seed in rows.items():
-        if variant is None and not _is_reference(next(iter(by_seed.values()))):
+        first = next(iter(by_seed.values()))
+        if variant is None and not _is_reference(first):
             st = _seed_stats(by_seed)
-            sign = 1 if next(iter(by_seed.values()))["metric"]["higher_is_better"] else -1
+            sign = 1 if first["metric"]["higher_is_better"] else -1
             if backbone not in best or (st["n"], sign * st["mean"]) > (best[backbone][1]["n"],
                                                                         sign * best[backbone][1]["mean"]):
                 best[backbone] = (by_seed, st)
@@ -519,7 +522,7 @@ def overview(records: list[dict]) -> str:
         seed = f", seed {key[-1]}" if key[-1] else ""
         rows.append((key, _overview_row(key, by, f"{key[1]} ({key[2]} ep{seed})")))
     for task, recs in by_task.items():
-        for key, seed_rows in _seed_sets(recs).items():
+        for key, seed_rows in _seed_sets(_groups(recs)).items():
             line = _overview_seed_row((task,) + key, seed_rows)
             rows += [((task,) + key + (math.inf,), line)] if line else []
     lines += [line for _, line in sorted(rows, key=lambda kv: kv[0])]
