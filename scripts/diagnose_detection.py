@@ -1,4 +1,4 @@
-"""Four diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
+"""Five diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
 
   frozen WORK_DIR OUT_DIR   retrain the run's config with every backbone parameter frozen at its
                             random init (BatchNorm still normalises with batch statistics): the AP
@@ -14,6 +14,9 @@
   erf WORK_DIR [N]          effective receptive field of the trained run: |d neck_out[centre] /
                             d image| on N validation images (sign() backward is the training
                             estimator), radius holding 50% / 90% of that mass, median over images.
+  trainap WORK_DIR OUT_DIR   the run's last checkpoint tested, with the test pipeline, on the images
+                            it trained on (the training json) and on the validation ones: does a run
+                            that scores nothing on validation find the people it trained on?
 
 Run from the repository root: python scripts/diagnose_detection.py frozen work_dirs/detection/RUN /tmp/out
 """
@@ -73,6 +76,22 @@ def bblr(work_dir: Path, out_dir: Path, mult: float):
     cfg = _retraining_config(work_dir, out_dir)
     cfg.optim_wrapper.paramwise_cfg["backbone_lr_mult"] = mult
     _train_and_test(cfg, f"backbone lr x{mult}", work_dir)
+
+
+def trainap(work_dir: Path, out_dir: Path):
+    from mmengine.runner import Runner
+    _register()
+    base = _config(work_dir)
+    ckpt = (work_dir / "last_checkpoint").read_text().strip()
+    train_ann = base.train_dataloader.dataset.ann_file
+    for split, ann in (("train", train_ann), ("val", base.test_dataloader.dataset.ann_file)):
+        cfg = base.copy()
+        cfg.work_dir, cfg.load_from, cfg.resume = str(out_dir / split), ckpt, False
+        cfg.test_dataloader.dataset.ann_file = ann
+        cfg.test_evaluator.ann_file = str(Path(cfg.test_dataloader.dataset.data_root) / ann)
+        metrics = Runner.from_cfg(cfg).test()
+        print(json.dumps({"diagnostic": f"last checkpoint tested on the {split} images", "run": work_dir.name,
+                          "checkpoint": Path(ckpt).name, **metrics}))
 
 
 def flips(work_dir: Path, out_dir: Path, epochs: int = 2):
@@ -163,7 +182,8 @@ def erf(work_dir: Path, n: int = 8):
 if __name__ == "__main__":
     #: mode -> (function, argument types); erf's last argument (N) is optional
     MODES = {"frozen": (frozen, (Path, Path)), "flips": (flips, (Path, Path)),
-             "bblr": (bblr, (Path, Path, float)), "erf": (erf, (Path, int))}
+             "bblr": (bblr, (Path, Path, float)), "erf": (erf, (Path, int)),
+             "trainap": (trainap, (Path, Path))}
     mode, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else (None, [])
     fn, types = MODES.get(mode, (None, ()))
     if fn is None or not len(types) - (mode == "erf") <= len(args) <= len(types):
