@@ -35,6 +35,14 @@ def _config(work_dir: Path):
     return Config.fromfile(dumped[-1])
 
 
+def _last_checkpoint(work_dir: Path) -> str:
+    """The run's last saved checkpoint (mmengine's ``last_checkpoint`` pointer), for erf and trainap."""
+    pointer = work_dir / "last_checkpoint"
+    if not pointer.is_file():
+        sys.exit(f"{work_dir}: no last_checkpoint; expected the work dir of a detection run that saved one")
+    return pointer.read_text().strip()
+
+
 def _register():
     from mmengine.registry import init_default_scope
 
@@ -82,9 +90,9 @@ def trainap(work_dir: Path, out_dir: Path):
     from mmengine.runner import Runner
     _register()
     base = _config(work_dir)
-    ckpt = (work_dir / "last_checkpoint").read_text().strip()
-    train_ann = base.train_dataloader.dataset.ann_file
-    for split, ann in (("train", train_ann), ("val", base.test_dataloader.dataset.ann_file)):
+    ckpt = _last_checkpoint(work_dir)
+    for split, ann in (("train", base.train_dataloader.dataset.ann_file),
+                       ("val", base.test_dataloader.dataset.ann_file)):
         cfg = base.copy()
         cfg.work_dir, cfg.load_from, cfg.resume = str(out_dir / split), ckpt, False
         cfg.test_dataloader.dataset.ann_file = ann
@@ -148,7 +156,7 @@ def erf(work_dir: Path, n: int = 8):
     cfg = _config(work_dir)
     size = cfg.bench["input_size"]
     model = MODELS.build(cfg.model)
-    ckpt = torch.load((work_dir / "last_checkpoint").read_text().strip(), map_location="cpu", weights_only=False)
+    ckpt = torch.load(_last_checkpoint(work_dir), map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (detection.MEAN, detection.STD))
