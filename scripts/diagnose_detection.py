@@ -1,9 +1,14 @@
-"""Five diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
+"""Six diagnostics for a CenterNet run of ours (not records; results/NOTES.md cites their output).
 
   frozen WORK_DIR OUT_DIR   retrain the run's config with every backbone parameter frozen at its
-                            random init (BatchNorm still normalises with batch statistics): the AP
-                            the float neck and head reach on random features, i.e. the floor a
-                            trained backbone has to beat. Prints the test metrics.
+                            init (BatchNorm still normalises with batch statistics): from scratch,
+                            the AP the float neck and head reach on random features, i.e. the floor
+                            a trained backbone has to beat; with --init-from, what the neck and head
+                            make of the pretrained features as they are. Prints the test metrics.
+  lpft WORK_DIR OUT_DIR K   retrain the run's config with the backbone frozen (as in frozen) for
+                            the first K epochs, then trained as usual (linear probe, then fine-tune):
+                            does a head that has taken off on fixed features keep a run from
+                            stalling? Prints the test metrics.
   flips WORK_DIR OUT_DIR    sign flips of the binary backbone's latent weights per optimizer step,
                             per stage, averaged over the second epoch of the run's config (the
                             first is the lr warm-up); trains those 2 epochs only.
@@ -73,11 +78,32 @@ def _train_and_test(cfg, diagnostic: str, work_dir: Path, before_train=lambda ru
     print(json.dumps({"diagnostic": diagnostic, "run": work_dir.name, **runner.test()}))
 
 
+def _set_backbone_trainable(runner, trainable: bool):
+    for p in runner.model.backbone.parameters():
+        p.requires_grad = trainable
+
+
 def frozen(work_dir: Path, out_dir: Path):
-    def freeze(runner):
-        for p in runner.model.backbone.parameters():
-            p.requires_grad = False  # BenchParamGroups leaves such parameters out of the optimizer
-    _train_and_test(_retraining_config(work_dir, out_dir), "frozen random backbone", work_dir, freeze)
+    cfg = _retraining_config(work_dir, out_dir)
+    # before the optimizer is built: BenchParamGroups leaves frozen parameters out of it
+    _train_and_test(cfg, f"frozen {'pretrained' if cfg.model.backbone.get('init_cfg') else 'random'} backbone",
+                    work_dir, lambda runner: _set_backbone_trainable(runner, False))
+
+
+def lpft(work_dir: Path, out_dir: Path, k: int):
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+
+    @HOOKS.register_module(force=True)
+    class FreezeBackboneFirstEpochs(Hook):
+        # set per epoch, after the optimizer is built, so the backbone stays in it: a parameter
+        # without a gradient is skipped by the optimizer's step until it is unfrozen
+        def before_train_epoch(self, runner):
+            _set_backbone_trainable(runner, runner.epoch >= k)
+
+    cfg = _retraining_config(work_dir, out_dir)
+    cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type="FreezeBackboneFirstEpochs")]
+    _train_and_test(cfg, f"backbone frozen for the first {k} epochs", work_dir)
 
 
 def bblr(work_dir: Path, out_dir: Path, mult: float):
@@ -189,7 +215,7 @@ def erf(work_dir: Path, n: int = 8):
 
 if __name__ == "__main__":
     #: mode -> (function, argument types); erf's last argument (N) is optional
-    MODES = {"frozen": (frozen, (Path, Path)), "flips": (flips, (Path, Path)),
+    MODES = {"frozen": (frozen, (Path, Path)), "lpft": (lpft, (Path, Path, int)), "flips": (flips, (Path, Path)),
              "bblr": (bblr, (Path, Path, float)), "erf": (erf, (Path, int)),
              "trainap": (trainap, (Path, Path))}
     mode, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else (None, [])
