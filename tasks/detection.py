@@ -450,8 +450,9 @@ class Detection(Task):
     DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "coco-sample"
     SCHEDULES = SCHEDULES
     #: binealnet at int8 / fp32's width 1.0, not the paper's 2.0: at 2.0 the binary CenterNet stalled at
-    #: the random-feature floor on Penn-Fudan at input 256 in 4 of 4 runs, at 1.0 in 6 of 10 (int8: 3 of
-    #: 9), so 1.0 is the better default, not a cure (results/NOTES.md, detection); --width 2.0 is the paper's
+    #: the random-feature floor on Penn-Fudan at input 256 in 4 of 4 runs, at 1.0 in 9 of 14 (int8 5 of 13,
+    #: fp32 4 of 7: that budget stalls every precision), so 1.0 is the better default, not a cure
+    #: (results/NOTES.md, detection); --width 2.0 is the paper's
     DEFAULT_WIDTH = {"binealnet": 1.0}
     BASELINES = (FROZEN_RANDOM,)
     OPTIONS = {
