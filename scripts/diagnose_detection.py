@@ -69,25 +69,19 @@ def _retraining_config(work_dir: Path, out_dir: Path, epochs=None):
     return cfg
 
 
-def _train_and_test(cfg, diagnostic: str, work_dir: Path, before_train=lambda runner: None):
+def _train_and_test(cfg, diagnostic: str, work_dir: Path):
     """Train ``cfg``, then print the test metrics as one JSON line named for the diagnostic."""
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg)
-    before_train(runner)
     runner.train()
     print(json.dumps({"diagnostic": diagnostic, "run": work_dir.name, **runner.test()}))
 
 
-def _set_backbone_trainable(runner, trainable: bool):
-    for p in runner.model.backbone.parameters():
-        p.requires_grad = trainable
-
-
 def frozen(work_dir: Path, out_dir: Path):
     cfg = _retraining_config(work_dir, out_dir)
-    # before the optimizer is built: BenchParamGroups leaves frozen parameters out of it
+    cfg.model.backbone.freeze_weights = True  # the frozen-random row's switch (backbones/binealnet.py)
     _train_and_test(cfg, f"frozen {'pretrained' if cfg.model.backbone.get('init_cfg') else 'random'} backbone",
-                    work_dir, lambda runner: _set_backbone_trainable(runner, False))
+                    work_dir)
 
 
 def lpft(work_dir: Path, out_dir: Path, k: int):
@@ -99,7 +93,7 @@ def lpft(work_dir: Path, out_dir: Path, k: int):
         # set per epoch, after the optimizer is built, so the backbone stays in it: a parameter
         # without a gradient is skipped by the optimizer's step until it is unfrozen
         def before_train_epoch(self, runner):
-            _set_backbone_trainable(runner, runner.epoch >= k)
+            runner.model.backbone.requires_grad_(runner.epoch >= k)
 
     cfg = _retraining_config(work_dir, out_dir)
     cfg.custom_hooks = list(cfg.custom_hooks) + [dict(type="FreezeBackboneFirstEpochs")]
