@@ -154,7 +154,8 @@ def cmd_run(a):
 
 
 def cmd_compare(a):
-    from .results import RESULTS_DIR, report
+    from .records import RESULTS_DIR
+    from .tables import report
     from tasks.recipes import get as get_recipe
 
     from .runner import run
@@ -192,7 +193,8 @@ def cmd_compare(a):
 
 
 def cmd_ablate(a):
-    from .results import RESULTS_DIR, report
+    from .records import RESULTS_DIR
+    from .tables import report
     from .runner import run
     kw = _run_kwargs(a)
     from .reference import SEED_CIFAR10_TOP1
@@ -214,7 +216,8 @@ def cmd_eval(a):
 
 
 def cmd_report(a):
-    from .results import RESULTS_DIR, report
+    from .records import RESULTS_DIR
+    from .tables import report
     for p in report(Path(a.results_dir) if a.results_dir else RESULTS_DIR):
         print("wrote", p)
 

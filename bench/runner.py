@@ -18,7 +18,7 @@ from tasks.recipes import TASK_DEFAULT
 
 from .errors import BenchError
 from .reference import SEED_CIFAR10_TOP1
-from .results import RESULTS_DIR, atomic_write, check_writable, write_record
+from .records import RESULTS_DIR, atomic_write, check_writable, write_record
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,351 @@
+"""Markdown tables derived from the records alone: one page per task and the overview (``bench report``)."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from .records import RESULTS_DIR, _safe_name, atomic_write, load_deployments, load_records
+from .reference import SEED_SOURCE
+
+
+def _fmt(x, scale=1.0, digits=4):
+    return "" if x is None else f"{x / scale:.{digits}g}"
+
+
+def _options(r) -> dict:
+    """The record's task options as rows compare them: each backbone's ``init_from`` checkpoint is
+    its own file, so it stands as the kind of run it came from (task, schedule, data)."""
+    opts = dict(r.get("task_options", {}))
+    run = (r.get("init_from") or {}).get("run")
+    if opts.get("init_from") and run:
+        opts["init_from"] = (f"{run.get('task')} `{run.get('schedule')}` run on {Path(str(run.get('data'))).name} "
+                             "of the same backbone")
+    return opts
+
+
+def _group_key(r):
+    """Records comparable in one table: same schedule (and epochs), data, seed, task options."""
+    return (r["schedule"], r["epochs"], r["data"]["name"], r["data"].get("sha256", "")[:12],
+            json.dumps(_options(r), sort_keys=True), r["seed"])  # seeds apart: no best-of-seeds pick
+
+
+def _settings(r) -> str:
+    """The resolved choices a reader needs to compare rows (from the config dump, not the flags)."""
+    b = r.get("config", {}).get("bench", {})
+    width = b.get("width") or (b.get("backbone") or {}).get("width")
+    if width is None:  # the preset's own width
+        import backbones
+        width = backbones.PRESETS.get(r["backbone"], {}).get("width")
+    parts = [f"{k}={b[k]}" for k in ("model", "head_precision") if k in b]
+    recipe = r.get("recipe", {}).get("name")
+    return ", ".join(parts + [f"width={width}"] + ([f"recipe={recipe}"] if recipe else []))
+
+
+def _backbone_ops(r):
+    parts = r["cost"].get("parts", {})
+    return parts["backbone"]["ops"] if "backbone" in parts else r["cost"]["ops"]
+
+
+def _latency_ms(r):
+    sp = r.get("speed", {})
+    if "latency_ms_b1" in sp:
+        return sp["latency_ms_b1"]
+    # records before latency was measured: images_per_s was the mean rate at batch 1
+    return 1e3 / sp["images_per_s"] if sp.get("images_per_s") else None
+
+
+def _throughput(r):
+    return r.get("speed", {}).get("throughput_img_s")
+
+
+def _input(r):
+    shapes = r.get("cost_input", [])
+    if shapes and not isinstance(shapes[0], list):  # one input, older records
+        shapes = [shapes]
+    return " + ".join("x".join(map(str, s)) for s in shapes)
+
+
+def _task(name):
+    """The registered task (for its metric formatting), or the base defaults for an unknown one."""
+    import tasks
+    return tasks.TASKS.get(name) or tasks.Task()
+
+
+def _metric_cols(recs):
+    keys = []
+    for r in recs:
+        for k, v in r["metric"].get("secondary", {}).items():
+            if k not in keys and isinstance(v, (int, float)):  # lists (per-class IoU) stay in the record
+                keys.append(k)
+    return keys
+
+
+def _is_reference(r) -> bool:
+    """A reference row (bicubic, SIFT, detection's frozen-random): not one of the backbone presets."""
+    import backbones
+    return r["backbone"] not in backbones.PRESETS
+
+
+def _groups(records):
+    """Comparable records by ``_group_key``; an untrained row (0 epochs: a reference such as bicubic,
+    or INT8 by post-training quantization) joins every group of its schedule, data and options."""
+    groups = defaultdict(list)
+    for r in records:
+        if r["epochs"]:
+            groups[_group_key(r)].append(r)
+    for r in records:
+        if not r["epochs"]:
+            k = _group_key(r)
+            homes = [g for g in groups if g[0] == k[0] and g[2:] == k[2:]] or [k]
+            for g in homes:
+                groups[g].append(r)
+    return groups
+
+
+def _seed_sets(groups):
+    """Of ``_groups``' output, the trained rows of one config (its group key less the seed) run at two
+    or more seeds: {config key: {(backbone, variant, settings): {seed: record}}}. Untrained rows (PTQ,
+    bicubic) do not depend on the seed and stay out."""
+    sets = defaultdict(lambda: defaultdict(dict))
+    for key, recs in groups.items():
+        for r in recs:
+            if r["epochs"]:
+                sets[key[:-1]][(r["backbone"], r["variant"], _settings(r))][r["seed"]] = r
+    return {k: {row: by_seed for row, by_seed in rows.items() if len(by_seed) > 1}
+            for k, rows in sets.items() if any(len(by_seed) > 1 for by_seed in rows.values())}
+
+
+def _seed_stats(by_seed: dict) -> dict:
+    values = [r["metric"]["value"] for r in by_seed.values()]
+    return dict(n=len(values), mean=statistics.mean(values), sd=statistics.stdev(values), min=min(values),
+                max=max(values), seeds=sorted(by_seed))
+
+
+
+def _deployed_ms(r, threads="1"):
+    return (r.get("_deployed") or {}).get("latency_ms_batch1", {}).get(threads)
+
+
+DEPLOY_COLS = ["deployed b1 1T (ms)", "deployed b1 2T (ms)", "deployed file (MB)", "deployed metric", "kernel"]
+
+
+def _deploy_cells(r) -> list[str]:
+    d = r.get("_deployed")
+    if not d:
+        return [""] * len(DEPLOY_COLS)
+    metric = d.get("metric_deployed", d.get("top1_deployed"))  # dense tasks: the backbone deployed, timed alone
+    return [_fmt(_deployed_ms(r, "1"), 1, 3), _fmt(_deployed_ms(r, "2"), 1, 3),
+            _fmt(d.get("export_bytes"), 1e6, 3), _fmt(metric, 1, 4), d.get("kernel", "")]
+
+
+def task_table(records: list[dict]) -> str:
+    """Markdown: one table per comparable group, rows sorted by OPs."""
+    task = records[0]["task"]
+    fmt = _task(task).format_metric
+    lines = [f"# {task}: BiNealNet vs INT8 vs FP32", "",
+             "Generated by `bench report` from the JSON records in this folder; do not edit by hand.",
+             "OPs = FP MACs + BOPs/64; BOPs = MACs x w_bits x a_bits over layers below 16 bits "
+             "(Bi-Real / ReActNet convention). Cost is for the whole model at the input shown, batch 1.",
+             "Speed is the network's forward without post-processing, fake-quant arithmetic on the run's device "
+             "(a simulation, not deployed kernels): latency at batch 1 (median), throughput at the batch shown.",
+             f"Seed acc. = {SEED_SOURCE}.",
+             "Deployed columns (where `bench deploy` ran on the run's checkpoint): real INT8 / packed 1-bit kernels "
+             "on the CPU named in results/deploy.md, batch-1 latency at 1 and 2 threads, exported file size, and "
+             "the deployed model's metric on the test set.", ""]
+    groups = _groups(records)
+    for key, recs in groups.items():
+        r0 = recs[0]
+        sec = _metric_cols(recs)
+        lines += [f"## schedule `{r0['schedule']}` ({r0['epochs']} epochs), data `{r0['data']['name']}`",
+                  "", f"- schedule: {r0.get('schedule_label', r0['schedule'])}; epochs run: {r0['epochs']}",
+                  f"- data: `{r0['data']['path']}` ({r0['data'].get('images', r0['data'].get('files'))} images, sha256 "
+                  f"`{r0['data'].get('sha256', '')[:16]}`)",
+                  f"- options: {_options(r0)}; seed {r0['seed']}; device "
+                  f"{'; '.join(sorted({r['device'] for r in recs}))}", ""]  # rows of a group can differ
+        head = (["backbone", "variant", "settings", r0["metric"]["name"]] + sec +
+                ["OPs (M)", "backbone OPs (M)", "BOPs (G)", "FP MACs (M)", "params (M)", "size (MB)", "input",
+                 "latency b1 (ms)", "throughput (img/s)", "wall (s)", "seed acc.", "record"])
+        deployed = any(r.get("_deployed") for r in recs)
+        head += DEPLOY_COLS if deployed else []
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in sorted(recs, key=lambda r: r["cost"]["ops"]):
+            c = r["cost"]
+            tp = _throughput(r)
+            row = [r["backbone"], r["variant"] or "", _settings(r), fmt(r["metric"]["name"], r["metric"]["value"])]
+            row += [fmt(k, r["metric"].get("secondary", {}).get(k)) for k in sec]
+            if _is_reference(r) and not c["macs"]:  # e.g. SIFT: no conv layers for the counter to see
+                row += ["n/a"] * 6
+            else:
+                row += [_fmt(c["ops"], 1e6), _fmt(_backbone_ops(r), 1e6), _fmt(c["bops"], 1e9),
+                        _fmt(c["macs_by_bits"].get("32/32", 0), 1e6), _fmt(c["params"], 1e6),
+                        _fmt(c["size_bits"], 8e6)]
+            row += [_input(r), _fmt(_latency_ms(r), 1, 3),
+                    f"{tp:.3g} @b{r['speed']['throughput_batch']}" if tp else "", f"{r['wall_s']:.0f}",
+                    _fmt(r.get("seed_reported")), f"[json]({r['_file']})"]
+            row += _deploy_cells(r) if deployed else []
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    for key, rows in _seed_sets(groups).items():
+        r0 = next(iter(next(iter(rows.values())).values()))
+        name = r0["metric"]["name"]
+        lines += [f"## Across seeds: schedule `{r0['schedule']}` ({r0['epochs']} epochs), data `{r0['data']['name']}`",
+                  "", f"- options: {_options(r0)}; the rows above that ran at two or more seeds; s.d. is the "
+                  "sample standard deviation (n - 1)", "",
+                  f"| backbone | variant | settings | seeds | {name} mean | s.d. | min | max | per seed |",
+                  "|" + "---|" * 9]
+        order = sorted(rows, key=lambda row: (row[0], row[1] or "", row[2]))  # variant None sorts first
+        for (backbone, variant, settings), by_seed in ((row, rows[row]) for row in order):
+            st = _seed_stats(by_seed)
+            per_seed = ", ".join(f"s{sd} {fmt(name, by_seed[sd]['metric']['value'])}" for sd in st["seeds"])
+            lines.append("| " + " | ".join([backbone, variant or "", settings, str(st["n"])] +
+                                           [fmt(name, st["mean"]), f"{st['sd']:.2g}", fmt(name, st["min"]),
+                                            fmt(name, st["max"]), per_seed]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _by_precision(recs: dict) -> dict:
+    """{'binary': record, 'int8': ..., 'fp32': ...} from {backbone name: record} of one group."""
+    import backbones
+    out = {}
+    for name, r in recs.items():
+        if name in backbones.PRESETS:
+            out.setdefault(backbones.precision_of(name), r)
+    return out
+
+
+def _row_label(task, by):
+    """(metric name, model label) of a group: the model, and where its backbones were pretrained."""
+    any_rec = next((r for r in by.values() if not _is_reference(r)), next(iter(by.values())))
+    name, model = any_rec["metric"]["name"], any_rec["config"].get("bench", {}).get("model", "linear head")
+    init = (any_rec.get("init_from") or {}).get("run")
+    if init:  # pretrained backbones: not comparable with the same model from scratch
+        model += f", backbone from {init.get('task')} `{init.get('schedule')}`"
+    return name, model
+
+
+def _ratio(p, f):
+    """BNN/INT8 of f over the precisions' records, or '' where either is missing."""
+    if "binary" not in p or "int8" not in p or not f(p["int8"]) or f(p["binary"]) is None:
+        return ""
+    return f"{f(p['binary']) / f(p['int8']):.3f}"
+
+
+def _overview_row(key, by, sched_cell, metric_cells=None, metric_ratio=None, latency=True) -> str:
+    """One overview line for the group ``key`` = (task, schedule, epochs, data, ...) whose records by
+    backbone are ``by``; a seed-mean row passes its own metric cells and ratio and no latencies."""
+    task, data = key[0], key[3]
+    p = _by_precision(by)
+    name, model = _row_label(task, by)
+    fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
+    if metric_cells is None:
+        metric_cells = [fmt(p[prec]["metric"]["value"]) if prec in p else "" for prec in ("binary", "int8", "fp32")]
+        metric_ratio = _ratio(p, lambda r: r["metric"]["value"])
+    ref = "; ".join(f"{r['backbone']} {fmt(r['metric']['value'])}" for b, r in sorted(by.items()) if _is_reference(r))
+    ops = lambda prec: _fmt(p[prec]["cost"]["ops"], 1e6) if prec in p else ""  # noqa: E731
+    lat = [_ratio(p, _latency_ms), _ratio(p, _deployed_ms)] if latency else ["", ""]
+    cells = ([f"[{task}]({task}.md)", model, sched_cell, data, name] + metric_cells +
+             [ref, metric_ratio, _ratio(p, lambda r: r["cost"]["ops"]), _ratio(p, _backbone_ops)] + lat +
+             [ops("binary"), ops("int8")])
+    return "| " + " | ".join(cells) + " |"
+
+
+def _overview_seed_row(key, rows) -> str:
+    """The mean over seeds of a config run at two or more seeds (``_seed_sets``): metric mean +- s.d.
+    per backbone, BNN/INT8 of the means, and the range of the per-seed ratios."""
+    task, sched, epochs = key[:3]
+    best = {}  # per backbone: the settings run at the most seeds (then the best mean)
+    for (backbone, variant, _), by_seed in rows.items():
+        first = next(iter(by_seed.values()))
+        if variant is None and not _is_reference(first):
+            st = _seed_stats(by_seed)
+            sign = 1 if first["metric"]["higher_is_better"] else -1
+            if backbone not in best or (st["n"], sign * st["mean"]) > (best[backbone][1]["n"],
+                                                                        sign * best[backbone][1]["mean"]):
+                best[backbone] = (by_seed, st)
+    if not best:
+        return ""
+    by = {b: next(iter(by_seed.values())) for b, (by_seed, _) in best.items()}
+    p = {prec: best[r["backbone"]] for prec, r in _by_precision(by).items()}
+    name, _ = _row_label(task, by)
+    fmt = lambda v: _task(task).format_metric(name, v)  # noqa: E731
+    cells = [f"{fmt(p[prec][1]['mean'])} ± {p[prec][1]['sd']:.2g} (n={p[prec][1]['n']})" if prec in p else ""
+             for prec in ("binary", "int8", "fp32")]
+    ratio = ""
+    both = sorted(set(p["binary"][0]) & set(p["int8"][0])) if "binary" in p and "int8" in p else []
+    value = lambda prec, s: p[prec][0][s]["metric"]["value"]  # noqa: E731
+    if len(both) > 1 and statistics.mean(value("int8", s) for s in both):
+        # over the seeds both ran: a seed one of them lacks would bias the ratio of the means
+        means = [statistics.mean(value(prec, s) for s in both) for prec in ("binary", "int8")]
+        per_seed = [value("binary", s) / value("int8", s) for s in both if value("int8", s)]
+        ratio = f"{means[0] / means[1]:.3f} (per seed {min(per_seed):.3g} to {max(per_seed):.3g}"
+        common = set(both) == set(p["binary"][0]) == set(p["int8"][0])
+        ratio += ")" if common else f"; seeds {', '.join(map(str, both))})"
+    seeds = sorted({s for by_seed, _ in best.values() for s in by_seed})
+    return _overview_row(key, by, f"{sched} ({epochs} ep, mean of seeds {', '.join(map(str, seeds))})", cells, ratio,
+                         latency=False)
+
+
+def overview(records: list[dict]) -> str:
+    """One row per (task, comparable group) with BNN/INT8 ratios of metric, OPs, backbone OPs, latency."""
+    lines = ["# BiNealBench results", "", "Generated by `bench report` from `results/<task>/*.json`. "
+             "Ratios are BiNealNet / INT8 within one task, schedule and dataset (no variant). "
+             "Latency: batch 1, fake-quant on the run's device (a simulation, not deployed kernels); deployed "
+             "latency: `bench deploy` on real kernels, batch 1, one thread; the whole classifier, a detector's "
+             "backbone alone (results/deploy.md).",
+             "Reference: a level to beat that is not a backbone preset (bicubic upsampling, SIFT, a detector on a "
+             "frozen random backbone). Where a group holds several "
+             "recipes of one backbone (a recipe sweep), its best is shown.", "",
+             "| task | model | schedule | data | metric | binealnet | int8 | fp32 | reference | metric BNN/INT8 | "
+             "OPs BNN/INT8 | backbone OPs BNN/INT8 | latency BNN/INT8 | deployed latency 1T BNN/INT8 | "
+             "OPs binealnet (M) | OPs int8 (M) |",
+             "|" + "---|" * 16]
+    by_task = defaultdict(list)
+    for r in records:
+        if not r["variant"]:
+            by_task[r["task"]].append(r)
+    groups = {}
+    for task, recs in by_task.items():
+        for key, rs in _groups(recs).items():
+            better = (lambda a, b: a > b) if rs[0]["metric"]["higher_is_better"] else (lambda a, b: a < b)
+            by = {}
+            for r in rs:  # several recipes of one backbone (a sweep): the overview shows its best
+                if r["backbone"] not in by or better(r["metric"]["value"], by[r["backbone"]]["metric"]["value"]):
+                    by[r["backbone"]] = r
+            groups[(task,) + key] = by
+    rows = []  # (task, schedule, epochs, data, data hash, options, seed or inf for the seed mean), line
+    for key, by in groups.items():
+        seed = f", seed {key[-1]}" if key[-1] else ""
+        rows.append((key, _overview_row(key, by, f"{key[1]} ({key[2]} ep{seed})")))
+    for task, recs in by_task.items():
+        for key, seed_rows in _seed_sets(_groups(recs)).items():
+            line = _overview_seed_row((task,) + key, seed_rows)
+            rows += [((task,) + key + (math.inf,), line)] if line else []
+    lines += [line for _, line in sorted(rows, key=lambda kv: kv[0])]
+    return "\n".join(lines) + "\n"
+
+
+def report(results_dir: Path = RESULTS_DIR) -> list[Path]:
+    """Rebuild results/<task>.md, results/<task>.png and results/README.md from the records."""
+    from .plots import curves_plot, task_plot
+    results_dir = Path(results_dir)
+    records = load_records(results_dir)
+    deployments = load_deployments(results_dir)
+    for r in records:
+        r["_deployed"] = deployments.get((r["task"], Path(r["_file"]).name))
+    written = []
+    by_task = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    for task, recs in by_task.items():
+        md = results_dir / f"{_safe_name(task, 'task')}.md"
+        atomic_write(md, task_table(recs))
+        task_plot(recs, results_dir / f"{task}.png")
+        written += [md, results_dir / f"{task}.png"]
+        if curves_plot(recs, results_dir / f"{task}_curves.png"):
+            written.append(results_dir / f"{task}_curves.png")
+    atomic_write(results_dir / "README.md", overview(records))
+    return written + [results_dir / "README.md"]
