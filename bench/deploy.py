@@ -139,6 +139,57 @@ def kernel_name(kind):
     return f"packed 1-bit XOR/popcount ({what})", note
 
 
+# ---------------------------------------------------------------- INT8 / FP32 on production engines
+def call_median_ms(fn, x, repeats):
+    """Median wall ms of ``fn(x)`` (2 warm-up calls first); ``fn`` holds its own thread count."""
+    for _ in range(2):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def engine_results(deployed, onnx_file, calib, x1, images=None, threads=(1, 2), repeats=30, torch_pred=None):
+    """``deployed`` (int8 or fp32, torch) exported to ONNX (QDQ for int8, the trained scales) and run on
+    every installed engine: batch-1 latency per thread count, and, given ``images``, the predictions'
+    argmax (top-1 is computed by the caller) and their agreement with ``torch_pred``. {} when no
+    engine is installed."""
+    from backbones.deploy.engines import EngineModel, available_engines, engine_version, runtime_precisions
+    from backbones.deploy.onnx_export import export_onnx
+    names = available_engines()
+    if not names:
+        return {}
+    size = export_onnx(deployed, onnx_file, tuple(x1.shape), calib)
+    out = {"onnx_file": str(onnx_file), "onnx_bytes": size, "engines": {}}
+    for name in names:
+        row = {"version": engine_version(name), "latency_ms_batch1": {}}
+        for t in threads:
+            m = EngineModel(name, onnx_file, t)
+            row["latency_ms_batch1"][str(t)] = round(call_median_ms(m, x1, repeats), 3)
+        if name == "openvino":
+            row["conv_primitives"] = runtime_precisions(m)
+        if images is not None:
+            pred = predictions(m, images)
+            row["pred"] = pred
+            if torch_pred is not None:
+                row["agreement_with_torch"] = float((pred == torch_pred).float().mean())
+        out["engines"][name] = row
+    return out
+
+
+def fastest(rec):
+    """(engine label, 1-thread ms) of the fastest engine a deploy record measured: torch's own kernels
+    or an ONNX engine."""
+    cands = [(rec["kernel"], rec["latency_ms_batch1"].get("1"))]
+    for name, row in (rec.get("engines") or {}).get("engines", {}).items():
+        cands.append((f"{name} {row['version']}", row["latency_ms_batch1"].get("1")))
+    cands = [c for c in cands if c[1] is not None]
+    return min(cands, key=lambda c: c[1]) if cands else (None, None)
+
+
 # ---------------------------------------------------------------- dense tasks: the backbone on the kernels
 #: tasks whose BiNealNet backbone is deployed (neck and head stay as trained, fake-quant).
 #: The deployed features equal the fake-quant ones except at sign ties: a value at or within float
@@ -234,7 +285,8 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
 
 
 # ---------------------------------------------------------------- one checkpoint
-def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30, batch=64, threads=(1, 2)) -> dict:
+def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30, batch=64, threads=(1, 2),
+                      records_dir=None) -> dict:
     """Deploy, export, time and evaluate one checkpoint (classification whole; detection and
     segmentation: the backbone); writes and returns its record."""
     from backbones import deploy
@@ -272,7 +324,13 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     lat = {t: median_ms(deployed, x1, t, repeats) for t in threads}
     lat_fq = {t: median_ms(fq, x1, t, max(1, repeats // 3)) for t in threads}
     tput = batch / median_ms(deployed, xb, max(threads), min(5, repeats)) * 1e3
-    top_rec, rec_file = recorded_metric(ckpt, args)
+    top_rec, rec_file = recorded_metric(ckpt, args, records_dir)
+    engines = {}
+    if kind in ("int8", "fp32") and not kernel.startswith("fake-quant"):
+        onnx_file = export / f"{ckpt.stem}_{'qdq' if kind == 'int8' else 'fp32'}.onnx"
+        engines = engine_results(deployed, onnx_file, calib, x1, images, threads, repeats, torch_pred=p_dep)
+        for row in engines.get("engines", {}).values():
+            row["top1"] = float((row.pop("pred") == labels).float().mean())
     params_fp32 = sum(p.numel() for p in model.backbone.parameters()) * 4 + sum(
         p.numel() for p in model.head.parameters()) * 4
     rec = dict(
@@ -285,7 +343,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
         throughput=dict(batch=batch, threads=max(threads), images_per_s=round(tput, 1)), repeats=repeats,
         top1_deployed=float((p_dep == labels).float().mean()), top1_fake_quant=float((p_fq == labels).float().mean()),
         top1_recorded=top_rec, record=rec_file, test_images=len(labels),
-        argmax_agreement=float((p_dep == p_fq).float().mean()), max_abs_logit_diff=diff,
+        argmax_agreement=float((p_dep == p_fq).float().mean()), max_abs_logit_diff=diff, engines=engines or None,
         machine=machine, timing_note="medians; see load_avg_1min_at_start for how busy the machine was",
         commit=COMMIT, versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
     )
@@ -310,15 +368,16 @@ def write_table(results_dir=RESULTS_DIR) -> Path:
     lines = ["# Deployed classification models (real kernels on this CPU)", "",
              "| backbone | schedule | kernel | file (MB) | fp32 params (MB) | batch-1 1T (ms) | batch-1 2T (ms) "
              "| fake-quant 1T (ms) | throughput (img/s) | top-1 deployed | top-1 fake-quant | top-1 recorded "
-             "| argmax agreement (%) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| argmax agreement (%) | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         lat, lfq, tp = r["latency_ms_batch1"], r["fake_quant_latency_ms_batch1"], r["throughput"]
         lines.append(f"| {r['backbone']}{' ' + r['variant'] if r.get('variant') else ''} | {r['schedule']} | "
                      f"{r['kernel']} | {_mb(r['export_bytes'])} | {_mb(r['fp32_params_bytes'])} | "
                      f"{lat.get('1', '-')} | {lat.get('2', '-')} | {lfq.get('1', '-')} | "
                      f"{tp['images_per_s']} (batch {tp['batch']}, {tp['threads']}T) | {pct(r['top1_deployed'])} | "
-                     f"{pct(r['top1_fake_quant'])} | {pct(r['top1_recorded'])} | {pct(r['argmax_agreement'])} |")
+                     f"{pct(r['top1_fake_quant'])} | {pct(r['top1_recorded'])} | {pct(r['argmax_agreement'])} | "
+                     f"{r['machine'].get('cpu')} |")
     labels = sorted({f"`{r['schedule']}`: {r['schedule_label']}" for r in recs})
     m = recs[0]["machine"] if recs else {}
     lines += ["", f"Input {recs[0]['input_size'] if recs else '-'} (the run's test images), batch-1 latency = median "
@@ -347,9 +406,80 @@ def write_table(results_dir=RESULTS_DIR) -> Path:
                          f"{'x'.join(map(str, r['input_size']))} | {r['metric_name']} | {f4(r['metric_deployed'])} | "
                          f"{f4(r['metric_fake_quant'])} | {f4(r['metric_recorded'])} | "
                          f"{r['machine'].get('load_avg_1min_at_start')} |")
+    lines += _engine_section(recs) + _isa_section(results_dir)
     out = Path(results_dir) / "deploy.md"
     atomic_write(out, "\n".join(lines) + "\n")
     return out
+
+
+def _engine_section(recs) -> list[str]:
+    """The INT8 / FP32 classification records' ONNX engines, and binary against the fastest INT8."""
+    with_eng = [r for r in recs if r.get("engines")]
+    if not with_eng:
+        return []
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    lines = ["", "## INT8 and FP32 on production engines (classification, the same checkpoints exported to ONNX)", "",
+             "INT8 is exported as an ONNX QDQ graph with the trained model's own scales (backbones/deploy/onnx_export.py): "
+             "per-channel int8 weights and per-tensor uint8 activations as trained; the residual adds quantized as a "
+             "production model quantizes them (conv outputs at calibrated ranges, the identity at conv1's input "
+             "scale); the stem conv, float in training, post-training quantized. Float: the input normalisation, "
+             "the ReLU after each add, global pooling and the linear head. OpenVINO runs with INFERENCE_PRECISION_HINT "
+             "f32 (left alone, it runs float layers in bf16 on this CPU).", "",
+             "| backbone | schedule | engine | batch-1 1T (ms) | batch-1 2T (ms) | top-1 deployed | top-1 recorded | "
+             "agreement with torch deployed (%) | convs as run |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in with_eng:
+        for name, e in r["engines"]["engines"].items():
+            prims = "; ".join(f"{k} x{v}" for k, v in (e.get("conv_primitives") or {}).items()) or "-"
+            lines.append(f"| {r['backbone']} | {r['schedule']} | {name} {e['version']} | "
+                         f"{e['latency_ms_batch1'].get('1', '-')} | {e['latency_ms_batch1'].get('2', '-')} | "
+                         f"{pct(e.get('top1'))} | {pct(r['top1_recorded'])} | {pct(e.get('agreement_with_torch'))} | "
+                         f"{prims} |")
+    lines += ["", "Binary against the fastest INT8 engine measured (batch 1, 1 thread, same schedule):", ""]
+    for r in recs:
+        if r["kind"] != "binary":
+            continue
+        peers = [q for q in recs if q["kind"] == "int8" and q["schedule"] == r["schedule"]
+                 and q["machine"].get("cpu") == r["machine"].get("cpu")]
+        if peers:
+            eng, ms = fastest(peers[0])
+            b = r["latency_ms_batch1"].get("1")
+            lines.append(f"- {r['schedule']}: binealnet {b} ms, INT8 {ms} ms on {eng}: binary "
+                         f"{ms / b:.2f}x INT8's speed ({r['machine'].get('cpu')})" if b else
+                         f"- {r['schedule']}: no binary latency")
+        else:
+            lines.append(f"- {r['schedule']}: no INT8 record with engines on the binary record's CPU "
+                         f"({r['machine'].get('cpu')}): no ratio")
+    return lines
+
+
+def _isa_section(results_dir) -> list[str]:
+    """Per instruction set: the peak model and floors (bench/roofline.py), and every --bench-224 record
+    measured (one per CPU class we ran on)."""
+    from . import roofline
+    recs = [json.loads(f.read_text()) for f in sorted((Path(results_dir) / "deploy" / "bench224").glob("*.json"))]
+    if not recs:
+        return []
+    lines = ["", "## Which instruction set favours binary (backbones at 224x224, batch 1, one core)", "",
+             "Measured where we ran (`bench deploy --bench-224 --record`, random weights), modelled elsewhere "
+             "(`bench roofline`: peak MACs per cycle from each instruction mix; a floor is compute only, every MAC at "
+             "peak, memory free).", "",
+             "| CPU (instruction set) | load at start | fp32 fastest (ms) | int8 fastest (ms) | binealnet (ms) | "
+             "binealnet / fastest int8 speed | binary GMAC/s | floors fp32 / int8 / binealnet (ms, nominal clock) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in recs:
+        f = r["fastest_1T"]
+        fl = r.get("floor_ms_1T") or {}
+        lines.append(f"| {r['machine']['cpu']} ({r['machine'].get('isa')}; {', '.join(r['machine'].get('isa_flags', []))}) "
+                     f"| {r['machine'].get('load_avg_1min_at_start')} | {f['fp32']['ms']} ({f['fp32']['engine']}) | "
+                     f"{f['int8']['ms']} ({f['int8']['engine']}) | {f['binealnet']['ms']} | "
+                     f"{f['int8']['ms'] / f['binealnet']['ms']:.2f}x | {r['binary_gmac_per_s_1T']} | "
+                     f"{fl.get('fp32', '-')} / {fl.get('int8', '-')} / {fl.get('binealnet', '-')} at "
+                     f"{r.get('floor_ghz')} GHz |")
+    table, _ = roofline.floor_table()
+    return lines + ["", "Modelled, every instruction-set class (`bench roofline`):", ""] + table
+
+
+
 
 
 # ---------------------------------------------------------------- benchmark only: backbones at 224
@@ -368,35 +498,84 @@ def binary_macs(backbone, x):
     return total[0]
 
 
-def bench_224(repeats=10, threads=(1, 2), size=224):
-    """Batch-1 latency of our three backbones (ImageNet stem, size x size) deployed: fp32, real INT8,
-    packed BNN; prints ms and the ratios. A benchmark, not a test (random weights; INT8 scales
-    observed on random inputs)."""
+def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir=None):
+    """Batch-1 latency of our three backbones (ImageNet stem, size x size) deployed: fp32, real INT8
+    (torch.ops.quantized, and the ONNX export on OpenVINO / ONNX Runtime when installed), packed BNN;
+    prints ms, the ratios against the fastest INT8 engine, and each against its floor on this CPU
+    (bench/roofline.py). A benchmark, not a test (random weights; INT8 scales observed on random
+    inputs). With ``results_dir``: writes <results_dir>/deploy/bench224/<cpu>.json."""
+    import tempfile
+    import warnings
+
     import backbones
     from backbones import deploy
+
+    from . import roofline
     torch.manual_seed(0)
     x = torch.randn(1, 3, size, size)
-    rows = {}
+    machine = dict(_machine(), isa=getattr(roofline.this_cpu(), "name", None), isa_flags=roofline.isa_flags_present())
+    rows, macs = {}, {}
+    export = Path(export_dir or tempfile.mkdtemp(prefix="bench224_"))
     for name in ("fp32", "int8", "binealnet"):
         m = backbones.build(name, stem="imagenet", out_indices=(3,))
         if name == "int8":
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
                 m.train()(torch.randn(2, 3, size, size))  # observe activation scales
         m.eval()
-        d = deploy.deploy_backbone(m, calib=torch.randn(2, 3, size, size))
-        rows[name] = {t: median_ms(d, x, t, repeats) for t in threads}
-        if name == "binealnet":
-            macs = binary_macs(m, x)
-    print(f"backbones at {size}x{size}, batch 1, median of {repeats} (shared machine: noisy); "
-          f"packed path: {deploy.available()[1]}")
+        calib = torch.randn(2, 3, size, size)
+        d = deploy.deploy_backbone(m, calib=calib)
+        kernel = kernel_name("binary" if name == "binealnet" else name)[0]
+        rows[name] = {kernel: {str(t): round(median_ms(d, x, t, repeats), 3) for t in threads}}
+        if name != "binealnet":
+            eng = engine_results(d, export / f"{name}_{size}.onnx", calib, x, None, threads, repeats)
+            for e, r in eng.get("engines", {}).items():
+                rows[name][f"{e} {r['version']} (ONNX{' QDQ' if name == 'int8' else ''})"] = r["latency_ms_batch1"]
+        macs[name] = roofline.backbone_macs(name, size)
+    bmacs = macs["binealnet"]["binary"]
+    isa = roofline.this_cpu()
+    ghz = _nominal_ghz()
+    best = {n: min(r.items(), key=lambda kv: kv[1]["1"]) for n, r in rows.items()}
+    print(f"backbones at {size}x{size}, batch 1, median of {repeats}; CPU {machine['cpu']} ({machine['isa']}; "
+          f"1-min load at start {machine['load_avg_1min_at_start']}: shared machine, noisy)")
     for name, r in rows.items():
-        print(f"  {name:10s} " + "  ".join(f"{t}T {v:8.2f} ms" for t, v in r.items()))
-    for t in threads:
-        f, i, b = rows["fp32"][t], rows["int8"][t], rows["binealnet"][t]
-        print(f"  {t}T: int8/fp32 speed-up {f / i:.2f}x, binealnet/int8 speed-up {i / b:.2f}x, "
-              f"binealnet/fp32 speed-up {f / b:.2f}x; binary {macs / 1e9:.2f} GMAC -> "
-              f"{macs / (b * 1e-3) / 1e9:.0f} binary GMAC/s")
-    return rows
+        for kernel, lat in r.items():
+            print(f"  {name:10s} {kernel:58s} " + "  ".join(f"{t}T {v:8.2f} ms" for t, v in lat.items()))
+    for t in map(str, threads):
+        f, i, b = (min(v[t] for v in rows[n].values()) for n in ("fp32", "int8", "binealnet"))
+        print(f"  {t}T fastest of each: int8/fp32 speed-up {f / i:.2f}x, binealnet/int8 speed-up {i / b:.2f}x, "
+              f"binealnet/fp32 {f / b:.2f}x; binary {bmacs / 1e9:.2f} GMAC -> {bmacs / (b * 1e-3) / 1e9:.0f} binary GMAC/s")
+    floors = {}
+    if isa and ghz:
+        for name in rows:
+            floors[name] = round(roofline.floor_cycles(macs[name], isa) / (ghz * 1e6), 3)
+            print(f"  {name:10s} floor on {isa.name} at {ghz:.2f} GHz (nominal): {floors[name]:.2f} ms; fastest 1T "
+                  f"{best[name][1]['1']:.2f} ms = {floors[name] / best[name][1]['1']:.0%} of peak ({best[name][0]})")
+    rec = dict(size=size, repeats=repeats, threads=list(threads), latency_ms_batch1=rows,
+               fastest_1T={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best.items()}, macs=macs,
+               binary_gmac_per_s_1T=round(bmacs / (best["binealnet"][1]["1"] * 1e-3) / 1e9, 1),
+               floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
+               commit=COMMIT, versions=_versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
+               note="random weights; INT8 scales observed on random inputs; medians on a shared machine")
+    if results_dir:
+        slug = "".join(c if c.isalnum() else "-" for c in f"{machine['cpu']}-{machine['isa']}").strip("-").lower()
+        out = Path(results_dir) / "deploy" / "bench224" / f"{slug}.json"
+        atomic_write(out, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        print(f"record: {out}")
+    return rec
+
+
+def _nominal_ghz():
+    """The CPU's nominal clock in GHz from /proc/cpuinfo ('cpu MHz', else the '@ x.xxGHz' of its name);
+    None when unknown. Turbo clocks run higher: floors at this clock are a little pessimistic."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("cpu MHz"):
+            return round(float(line.split(":")[1]) / 1e3, 3)
+    return None
 
 
 def add_args(p):
@@ -406,9 +585,14 @@ def add_args(p):
     p.add_argument("--export-dir", default=None, help="where the deployed files go (default: beside each checkpoint)")
     p.add_argument("--results-dir", default=str(RESULTS_DIR),
                    help="records go to <dir>/deploy/<task>/, the table to <dir>/deploy.md")
+    p.add_argument("--records-dir", default=None, help="where the runs' own records are (the --results-dir their "
+                   "`bench run` wrote to); default: results/ beside the work dir, then the repository's")
     p.add_argument("--repeats", type=int, default=30, help="batch-1 calls per latency median")
     p.add_argument("--batch", type=int, default=64, help="batch of the throughput figure")
-    p.add_argument("--bench-224", action="store_true", help="benchmark only: the three backbones at 224x224")
+    p.add_argument("--bench-224", action="store_true", help="benchmark only: the three backbones at 224x224 on every "
+                   "engine installed (torch; OpenVINO / ONNX Runtime for int8 and fp32), against this CPU's floor")
+    p.add_argument("--record", action="store_true", help="with --bench-224: write <results-dir>/deploy/bench224/<cpu>.json "
+                   "(results/deploy.md's per-instruction-set table reads it)")
 
 
 def run(a):
@@ -418,9 +602,9 @@ def run(a):
     if not a.bench_224 and not a.checkpoints:
         raise BenchError("give checkpoints, or --bench-224")
     if a.bench_224:
-        bench_224(a.repeats)
+        bench_224(a.repeats, results_dir=a.results_dir if a.record else None)
     for c in a.checkpoints:
-        r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch)
+        r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch, records_dir=a.records_dir)
         if r.get("timed") == "backbone":
             print(f"{r['task']} {r['backbone']}: {r['kernel']}; backbone file {_mb(r['export_bytes'])} MB; backbone "
                   f"batch-1 {r['latency_ms_batch1']} ms (fake-quant {r['fake_quant_latency_ms_batch1']}); "

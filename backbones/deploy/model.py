@@ -264,6 +264,12 @@ def deploy_backbone(backbone: BiNealNet, calib: torch.Tensor | None = None, path
     if kind == "int8":
         if calib is None:
             raise DeployError("INT8 deployment needs calibration inputs (calib) for the residual requantization")
+        # before any forward: an eval call would observe a never-trained quantizer on the calibration batch
+        unobserved = [n for n, m in backbone.named_modules() if isinstance(m, Int8Quantizer) and not m.per_channel
+                      and not bool(m.observed)]
+        if unobserved:
+            raise DeployError(f"INT8 activation quantizers never observed ({len(unobserved)}, first {unobserved[0]}): "
+                              "the checkpoint was never trained or calibrated, so it has no scales to deploy")
         ranges = _residual_ranges(backbone, calib)
     blocks, ends = [], []
     for stage in backbone.stages:
