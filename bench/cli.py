@@ -248,12 +248,6 @@ def cmd_deploy(a):
     run(a)
 
 
-def cmd_roofline(a):
-    from .roofline import main as roofline_main
-    argv = ["--backbones", a.backbones, "--size", str(a.size), "--ghz", str(a.ghz)]
-    roofline_main(argv)
-
-
 def cmd_list(a):
     from .reference import SEED_CIFAR10_TOP1, SEED_SOURCE
     print("tasks:")
@@ -346,13 +340,6 @@ def build_parser(task_name=None):
     from .deploy import add_args as _deploy_args
     _deploy_args(dp)
     dp.set_defaults(func=cmd_deploy)
-    rf = sub.add_parser("roofline", help="per-instruction-set peak MACs/cycle (int8, binary, fp32) and each backbone's "
-                        "floor latency (AVX2, AVX-512 VNNI / VPOPCNTDQ, AMX-INT8, Armv8.2 NEON)")
-    rf.add_argument("--backbones", default="binealnet,binealnet@1.0,int8,fp32",
-                    help="comma-separated presets, preset@width for another width")
-    rf.add_argument("--size", type=int, default=224, help="input height = width")
-    rf.add_argument("--ghz", type=float, default=3.0, help="clock for the ms floors")
-    rf.set_defaults(func=cmd_roofline)
     ls = sub.add_parser("list", help="tasks, schedules, task options, backbones, variants, datasets")
     ls.set_defaults(func=cmd_list)
     return p
