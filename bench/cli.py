@@ -248,6 +248,47 @@ def cmd_deploy(a):
     run(a)
 
 
+def cmd_campaign(a):
+    import datetime as dt
+    import time
+
+    from . import campaign as cg
+    from .results import RESULTS_DIR
+    m = cg.load_manifest(a.manifest)
+    if a.work_root:
+        m.work_root = Path(a.work_root).resolve()
+    results = Path(a.results_dir) if a.results_dir else RESULTS_DIR
+    try:
+        sessions = {int(x) for x in a.session.split(",")} if a.session else None
+    except ValueError:
+        raise BenchError(f"--session expects numbers like 1 or 1,2; got {a.session!r}") from None
+    if a.prepare:
+        return cg.prepare(m)
+    start = time.time()
+    deadline = start + a.budget_s if a.budget_s is not None else float("inf")
+    if a.until:
+        deadline = min(deadline, cg.parse_until(a.until, dt.datetime.now()).timestamp())
+    if deadline <= start:
+        raise BenchError(f"the deadline is already past ({a.until or f'--budget-s {a.budget_s}'})")
+    print(cg.format_plan(cg.plan(m, results, sessions, a.device, a.smoke)))
+    if a.dry_run:
+        return
+    env = None
+    if a.wheels:
+        env = cg.install_wheels(Path(a.wheels))
+        cg.unpack_data(m)
+    rows = cg.execute(m, results, deadline, a.parallel, sessions, a.device, a.smoke, env)
+    print(f"\n{'run':28s} {'state':>9s} {'wall':>7s}  note")
+    for r in rows:
+        wall = f"{r['wall_s']:.0f} s" if r.get("wall_s") else ""
+        print(f"{r['id']:28s} {r['state']:>9s} {wall:>7s}  {r['note']}")
+    if a.pack:
+        print("packed", cg.pack(m, rows, results, Path(a.pack), start))
+    if any(r["state"] in ("recorded",) for r in rows):
+        from .results import report
+        report(results)
+
+
 def cmd_list(a):
     from .reference import SEED_CIFAR10_TOP1, SEED_SOURCE
     print("tasks:")
@@ -340,6 +381,27 @@ def build_parser(task_name=None):
     from .deploy import add_args as _deploy_args
     _deploy_args(dp)
     dp.set_defaults(func=cmd_deploy)
+    cp = sub.add_parser("campaign", help="run a manifest's runs (campaigns/*.toml) in dependency order, several at "
+                        "once, until a deadline; records in results/ are its state, so a later call continues")
+    cp.add_argument("manifest", help="a campaign manifest, e.g. campaigns/gpu.toml")
+    cp.add_argument("--session", default=None, help="only the runs of these sessions, e.g. 1 or 1,2 (default all)")
+    cp.add_argument("--parallel", type=_int_at_least(1), default=1, help="runs at once on the one device (default 1)")
+    cp.add_argument("--budget-s", type=float, default=None, help="start nothing new after this many seconds, and "
+                    "stop the runs still going just before it (they resume next time)")
+    cp.add_argument("--until", default=None, help="the same as a deadline: HH:MM today or an ISO date-time")
+    cp.add_argument("--dry-run", action="store_true", help="print the plan, each run's state and estimate; run nothing")
+    cp.add_argument("--smoke", action="store_true", help="every schedule replaced by smoke, on the CPU, on the "
+                    "embedded samples: the whole flow in minutes")
+    cp.add_argument("--device", default=None, choices=["cpu", "cuda"], help="override the manifest's device")
+    cp.add_argument("--results-dir", default=None, help="where records go and are looked up (default results/)")
+    cp.add_argument("--work-root", default=None, help="runs' work dirs go to WORK_ROOT/<manifest name>/<run id> "
+                    "(default work_dirs/campaign)")
+    cp.add_argument("--pack", default=None, help="write the new records, the logs and a summary to this .tar.gz")
+    cp.add_argument("--wheels", default=None, help="install these carried wheels for the runs (a GPU machine "
+                    "without OpenMMLab) and unpack the manifest's carried data archives")
+    cp.add_argument("--prepare", action="store_true", help="here, before a device call: zip each task's data from "
+                    "its source into its archive and fetch the wheels (scripts/fetch_device_wheels.sh)")
+    cp.set_defaults(func=cmd_campaign)
     ls = sub.add_parser("list", help="tasks, schedules, task options, backbones, variants, datasets")
     ls.set_defaults(func=cmd_list)
     return p

@@ -320,6 +320,8 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     if state is not None and not untrained:
         record["history"] = state.history  # per-epoch train losses and validations (bench/hooks.py)
     record["launch"] = {k: v for k, v in launch.items() if k != "rank"}
+    if os.environ.get("BENCH_CAMPAIGN"):  # started by `bench campaign`: its manifest, run id and spec hash
+        record["campaign"] = json.loads(os.environ["BENCH_CAMPAIGN"])
     if init_meta is not None:  # the pretrained backbone's run: its data, schedule and time are part of this one's
         record["init_from"] = {"checkpoint": str(resolved["init_from"]), "run": init_meta,
                                "wall_s": init_meta.get("wall_s")}

@@ -1,0 +1,405 @@
+"""`bench campaign MANIFEST`: the runs a manifest lists (campaigns/*.toml), in dependency order,
+several at once, each as its own `bench run` process under a time limit, until a deadline.
+
+The records in the results folder are the state: a run whose record (tagged with the manifest, the
+run's id and a hash of its spec) exists is done; a run with a checkpoint but no record resumes.
+A run that fails does not stop the others; the runs that need it are skipped, each with a note."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import graphlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+from pathlib import Path
+
+from .errors import BenchError
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_KEYS = {"id", "task", "backbone", "schedule", "seed", "recipe", "variant", "epochs", "options", "teacher",
+            "init_from", "session", "limit_s", "est_s", "launcher"}
+DEP_KEYS = ("teacher", "init_from")  # each names another run of the manifest by its id
+MARGIN_S = 15  # a run is stopped this long before the deadline, so the call itself ends in time
+
+
+@dataclasses.dataclass
+class Run:
+    id: str
+    task: str
+    backbone: str
+    schedule: str
+    seed: int = 0
+    recipe: str | None = None
+    variant: str | None = None
+    epochs: int | None = None
+    options: dict = dataclasses.field(default_factory=dict)
+    teacher: str | None = None
+    init_from: str | None = None
+    session: int = 1
+    limit_s: float | None = None
+    est_s: float | None = None  # the manifest's fallback when no record measured this kind of run
+    launcher: str = "none"
+
+    def deps(self) -> list[str]:
+        return [d for d in (self.teacher, self.init_from) if d]
+
+
+@dataclasses.dataclass
+class Manifest:
+    path: Path
+    name: str
+    device: str
+    runs: list[Run]
+    data: dict  # task -> {"path", "archive", "source"}
+    work_root: Path = REPO / "work_dirs" / "campaign"
+
+    def run(self, run_id) -> Run:
+        return next(r for r in self.runs if r.id == run_id)
+
+    def spec(self, run: Run) -> str:
+        """A hash of what makes the run's result, its dependencies' specs included: a changed run (or
+        a changed teacher) is a new run, never the recorded one."""
+        keys = ("task", "backbone", "schedule", "seed", "recipe", "variant", "epochs", "options", "launcher")
+        spec = {k: getattr(run, k) for k in keys}
+        spec.update({k: self.spec(self.run(getattr(run, k))) for k in DEP_KEYS if getattr(run, k)})
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_manifest(path) -> Manifest:
+    """Read and check a manifest: every bad entry is one BenchError naming the file and the run."""
+    import backbones
+    import tasks
+    from tasks.recipes import RECIPES
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: campaign manifest not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BenchError(f"{path}: not a TOML manifest ({e})") from None
+    where = lambda r: f"{path}: run {r.get('id', '?')!r}"  # noqa: E731
+    runs = []
+    for r in raw.get("run", []):
+        unknown = set(r) - RUN_KEYS
+        if unknown:
+            raise BenchError(f"{where(r)}: unknown keys {sorted(unknown)} (known: {sorted(RUN_KEYS)})")
+        missing = [k for k in ("id", "task", "backbone", "schedule") if k not in r]
+        if missing:
+            raise BenchError(f"{where(r)}: missing {', '.join(missing)}")
+        if r["task"] not in tasks.TASKS:
+            raise BenchError(f"{where(r)}: unknown task {r['task']!r} (one of {sorted(tasks.TASKS)})")
+        task = tasks.get(r["task"])
+        if r["backbone"] not in backbones.PRESETS and r["backbone"] not in task.BASELINES:
+            raise BenchError(f"{where(r)}: unknown backbone {r['backbone']!r} (one of {sorted(backbones.PRESETS)}"
+                             f"{' or ' + ', '.join(task.BASELINES) if task.BASELINES else ''})")
+        if r["schedule"] not in task.SCHEDULES:
+            raise BenchError(f"{where(r)}: task {r['task']} has no schedule {r['schedule']!r} "
+                             f"(one of {', '.join(task.SCHEDULES)})")
+        if r.get("recipe") is not None and r["recipe"] not in RECIPES:
+            raise BenchError(f"{where(r)}: unknown recipe {r['recipe']!r} (one of {', '.join(RECIPES)})")
+        unknown_opts = set(r.get("options", {})) - set(task.OPTIONS)
+        if unknown_opts:
+            raise BenchError(f"{where(r)}: task {r['task']} has no options {sorted(unknown_opts)} "
+                             f"(its options: {', '.join(task.OPTIONS)})")
+        runs.append(Run(**r))
+    if not runs:
+        raise BenchError(f"{path}: no [[run]] entries")
+    ids = [r.id for r in runs]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise BenchError(f"{path}: run ids listed twice: {sorted(dup)}")
+    for r in runs:
+        for k in DEP_KEYS:
+            dep = getattr(r, k)
+            if dep and dep not in ids:
+                raise BenchError(f"{path}: run {r.id!r}: its {k} {dep!r} is neither a run of this manifest nor "
+                                 "recorded (name the id of the run that trains it)")
+    try:
+        tuple(graphlib.TopologicalSorter({r.id: r.deps() for r in runs}).static_order())
+    except graphlib.CycleError as e:
+        raise BenchError(f"{path}: dependency cycle: {' -> '.join(e.args[1])}") from None
+    device = raw.get("device", "cpu")
+    if device not in ("cpu", "cuda"):
+        raise BenchError(f"{path}: device must be cpu or cuda; got {device!r}")
+    return Manifest(path, raw.get("name", path.stem), device, runs, raw.get("data", {}))
+
+
+# ---------------------------------------------------------------- state
+def _records(results_dir: Path, task: str) -> list[tuple[Path, dict]]:
+    out = []
+    for p in sorted((results_dir / task).glob("*.json")):
+        try:
+            out.append((p, json.loads(p.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue  # `bench report` names unreadable records; here they are simply not state
+    return out
+
+
+def find_record(m: Manifest, run: Run, results_dir: Path) -> Path | None:
+    for p, rec in _records(results_dir, run.task):
+        tag = rec.get("campaign") or {}
+        if tag.get("manifest") == m.name and tag.get("run") == run.id and tag.get("spec") == m.spec(run):
+            return p
+    return None
+
+
+def work_dir(m: Manifest, run: Run) -> Path:
+    """Per spec: a changed run never resumes a checkpoint of its old spec."""
+    return m.work_root / m.name / f"{run.id}-{m.spec(run)}"
+
+
+def checkpoint(m: Manifest, run: Run) -> Path | None:
+    last = work_dir(m, run) / "last_checkpoint"
+    if not last.is_file():
+        return None
+    ckpt = Path(last.read_text().strip())
+    return ckpt if ckpt.is_file() else None
+
+
+def estimate_s(run: Run, device: str, results_dir: Path) -> tuple[float | None, str | None]:
+    """(seconds, where from): the median wall time of recorded runs of the same task, backbone,
+    schedule and kind of device, scaled by epochs ("measured"); else the manifest's est_s ("manifest")."""
+    import tasks
+    sched_epochs = tasks.get(run.task).SCHEDULES[run.schedule].get("epochs")
+    want = run.epochs or sched_epochs
+    seen = []
+    for _, rec in _records(results_dir, run.task):
+        if (rec.get("backbone"), rec.get("schedule")) != (run.backbone, run.schedule):
+            continue
+        if not str(rec.get("device", "")).startswith(device) or not rec.get("wall_s") or not rec.get("epochs"):
+            continue
+        seen.append(rec["wall_s"] * (want / rec["epochs"] if want else 1.0))
+    if seen:
+        return sorted(seen)[len(seen) // 2], "measured"
+    return run.est_s, "manifest" if run.est_s else None
+
+
+# ---------------------------------------------------------------- running
+def _command(m: Manifest, run: Run, device: str, results_dir: Path, smoke: bool, resume: bool) -> list[str]:
+    schedule = "smoke" if smoke else run.schedule
+    args = ["run", "--task", run.task, "--backbone", run.backbone, "--schedule", schedule, "--seed", str(run.seed),
+            "--device", device, "--work-dir", str(work_dir(m, run)), "--results-dir", str(results_dir)]
+    data = m.data.get(run.task, {}).get("path")
+    if data and not smoke:
+        args += ["--data", str(REPO / data)]
+    for flag, v in (("--recipe", run.recipe), ("--variant", run.variant),
+                    ("--epochs", None if smoke else run.epochs)):
+        if v is not None:
+            args += [flag, str(v)]
+    for k, v in run.options.items():
+        args += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
+    for flag, dep in (("--teacher", run.teacher), ("--init-from", run.init_from)):
+        if dep:
+            args += [flag, str(checkpoint(m, m.run(dep)))]
+    if resume:
+        args.append("--resume")
+    if run.launcher == "pytorch":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m", "bench.cli", *args,
+                "--launcher", "pytorch"]
+    return [sys.executable, "-m", "bench.cli", *args]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+def parse_until(text: str, now: dt.datetime) -> dt.datetime:
+    """HH:MM (today, local time) or an ISO date-time."""
+    try:
+        if len(text) <= 5 and ":" in text:
+            h, mi = (int(x) for x in text.split(":"))
+            return now.replace(hour=h, minute=mi, second=0, microsecond=0)
+        t = dt.datetime.fromisoformat(text)
+        return t if t.tzinfo is None else t.astimezone().replace(tzinfo=None)
+    except ValueError:
+        raise BenchError(f"--until expects HH:MM or an ISO date-time; got {text!r}") from None
+
+
+def _order(m: Manifest) -> list[str]:
+    """Manifest order, each run after the runs it needs (the manifest is checked acyclic)."""
+    order, left = [], list(m.runs)
+    while left:
+        nxt = next(r for r in left if all(d in order for d in r.deps()))
+        order.append(nxt.id)
+        left.remove(nxt)
+    return order
+
+
+def plan(m: Manifest, results_dir: Path, sessions=None, device=None, smoke=False) -> list[dict]:
+    """One row per run of the chosen sessions, in dependency order: its state and estimate."""
+    order = _order(m)
+    rows = []
+    for rid in order:
+        run = m.run(rid)
+        if sessions and run.session not in sessions:
+            continue
+        rec = find_record(m, run, results_dir)
+        state = ("recorded" if rec else "resumable" if checkpoint(m, run) else "pending")
+        est, source = (None, None) if smoke else estimate_s(run, device or m.device, results_dir)
+        rows.append(dict(id=rid, session=run.session, state=state, est_s=est, est_from=source, deps=run.deps(),
+                         record=rec))
+    return rows
+
+
+def format_plan(rows) -> str:
+    lines = [f"{'run':28s} {'session':>7s} {'state':>10s} {'estimate':>9s} {'from':>9s}  needs"]
+    for r in rows:
+        est = f"{r['est_s'] / 60:.1f} min" if r["est_s"] else "unknown"
+        lines.append(f"{r['id']:28s} {r['session']:7d} {r['state']:>10s} {est:>9s} {r['est_from'] or '':>9s}  "
+                     f"{', '.join(r['deps']) or '-'}")
+    todo = [r for r in rows if r["state"] != "recorded"]
+    for s in sorted({r["session"] for r in todo}):
+        known = [r["est_s"] for r in todo if r["session"] == s and r["est_s"]]
+        lines.append(f"session {s}: {sum(r['session'] == s for r in todo)} runs to go, {sum(known) / 60:.1f} min "
+                     f"in series by the estimates ({sum(r['session'] == s and not r['est_s'] for r in todo)} "
+                     "without one); --parallel shares the device among them")
+    return "\n".join(lines)
+
+
+def execute(m: Manifest, results_dir: Path, deadline: float, parallel: int = 1, sessions=None, device=None,
+            smoke=False, env=None, echo=print) -> list[dict]:
+    """Run what has no record, in dependency order, ``parallel`` at once, until ``deadline`` (epoch s).
+    Returns one summary row per run of the chosen sessions."""
+    device = "cpu" if smoke else (device or m.device)
+    rows = {r["id"]: dict(r, note="") for r in plan(m, results_dir, sessions, device, smoke)}
+    done = {rid for rid, r in rows.items() if r["state"] == "recorded"}
+    for r in m.runs:  # a dependency outside the chosen sessions counts if it is recorded
+        if r.id not in rows and find_record(m, r, results_dir):
+            done.add(r.id)
+    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    logs = m.work_root / m.name
+    logs.mkdir(parents=True, exist_ok=True)
+    while True:
+        now = time.time()
+        for rid, (proc, limit, log) in list(running.items()):
+            if proc.poll() is None and now < limit:
+                continue
+            if proc.poll() is None:
+                _stop(proc)
+                rows[rid].update(state="stopped", note="stopped at the deadline or its limit; resumes next time "
+                                 "from its last checkpoint if that is here")
+            elif proc.returncode == 0 and find_record(m, m.run(rid), results_dir):
+                rows[rid].update(state="recorded", record=find_record(m, m.run(rid), results_dir))
+                done.add(rid)
+            else:
+                tail = [ln for ln in Path(log.name).read_text(errors="replace").splitlines() if ln.strip()][-1:]
+                rows[rid].update(state="failed", note=f"exit {proc.returncode}: {tail[0][:200] if tail else ''}")
+            log.close()
+            rows[rid]["wall_s"] = time.time() - rows[rid].pop("t0")
+            echo(f"[{time.strftime('%H:%M:%S')}] {rid}: {rows[rid]['state']} after {rows[rid]['wall_s']:.0f} s "
+                 f"{rows[rid]['note']}".rstrip())
+            del running[rid]
+        blocked = {rid for rid, r in rows.items() if r["state"] in ("failed", "stopped", "skipped")}
+        for rid, r in rows.items():  # a run whose dependency failed cannot run this time
+            if r["state"] in ("pending", "resumable"):
+                bad = [d for d in m.run(rid).deps() if d in blocked or (d not in rows and d not in done)]
+                if bad:
+                    r.update(state="skipped", note=f"needs {', '.join(bad)}, which "
+                             + ("did not finish" if all(d in rows for d in bad) else "is neither recorded here "
+                                "nor in the chosen sessions"))
+                    echo(f"{rid}: skipped ({r['note']})")
+        ready = [rid for rid, r in rows.items() if r["state"] in ("pending", "resumable")
+                 and all(d in done for d in m.run(rid).deps())]
+        left = deadline - time.time() - MARGIN_S
+        for rid in ready:
+            if len(running) >= parallel:
+                break
+            r, run = rows[rid], m.run(rid)
+            if left < 60:
+                continue  # too near the deadline to get anywhere: left for the next call
+            missing = [d for d in run.deps() if checkpoint(m, m.run(d)) is None]
+            if missing:
+                r.update(state="skipped", note=f"the checkpoint of {', '.join(missing)} is not on this machine "
+                         "(recorded elsewhere; rerun it here first)")
+                echo(f"{rid}: skipped ({r['note']})")
+                continue
+            cmd = _command(m, run, device, results_dir, smoke, resume=r["state"] == "resumable")
+            log = open(logs / f"{rid}.log", "a")
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            tag = json.dumps({"manifest": m.name, "run": rid, "spec": m.spec(run), "session": run.session})
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=dict(env or os.environ, BENCH_CAMPAIGN=tag, PYTHONUNBUFFERED="1"))
+            limit = min(deadline - MARGIN_S, time.time() + run.limit_s if run.limit_s else float("inf"))
+            running[rid] = (proc, limit, log)
+            r["t0"] = time.time()
+            echo(f"[{time.strftime('%H:%M:%S')}] {rid}: started ({r['state']}; estimate "
+                 f"{r['est_s'] / 60:.1f} min)" if r["est_s"] else f"[{time.strftime('%H:%M:%S')}] {rid}: started")
+            r["state"] = "running"
+        if not running:
+            for rid, r in rows.items():
+                if r["state"] in ("pending", "resumable"):
+                    r["note"] = "not started: the deadline is too near for it"
+            return list(rows.values())
+        time.sleep(1.0)
+
+
+def pack(m: Manifest, rows, results_dir: Path, archive: Path, since: float) -> Path:
+    """One archive of the records written since ``since``, the runs' logs and the summary."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for p in sorted(results_dir.rglob("*")):
+            if p.is_file() and p.stat().st_mtime >= since:
+                tar.add(p, arcname=str(Path("results") / p.relative_to(results_dir)))
+        for log in sorted((m.work_root / m.name).glob("*.log")):
+            tar.add(log, arcname=f"logs/{log.name}")
+        summary = archive.with_suffix(".summary.json")
+        summary.write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()}
+                                       for r in rows], indent=1))
+        tar.add(summary, arcname="summary.json")
+    return archive
+
+
+def install_wheels(wheels: Path, target: Path = Path("/tmp/bench-site")) -> dict:
+    """Carried wheels (scripts/fetch_device_wheels.sh) installed for the runs' processes; returns their env."""
+    found = sorted(Path(wheels).glob("*.whl"))
+    if not found:
+        raise BenchError(f"{wheels}: no .whl files (fetch them here with scripts/fetch_device_wheels.sh)")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, found)], check=True)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(REPO)]))
+
+
+def unpack_data(m: Manifest) -> None:
+    """A task's data folder made from its carried archive (a zip of the folder) where it is missing."""
+    import zipfile
+    for task, d in m.data.items():
+        path, archive = REPO / d.get("path", ""), d.get("archive")
+        if d.get("path") and not path.exists() and archive and (REPO / archive).is_file():
+            with zipfile.ZipFile(REPO / archive) as z:
+                z.extractall(path)
+
+
+def prepare(m: Manifest) -> None:
+    """Here, before a device call: each task's data archive from its source folder, and the wheels."""
+    import zipfile
+    for task, d in m.data.items():
+        src, archive = d.get("source"), d.get("archive")
+        if not (src and archive):
+            continue
+        src, archive = (REPO / src).resolve(), REPO / archive
+        if archive.is_file():
+            print(f"{task}: {archive.relative_to(REPO)} is there")
+            continue
+        if not src.is_dir():
+            raise BenchError(f"{m.path}: data source for {task} not found: {src}")
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+            for f in sorted(src.rglob("*")):
+                if f.is_file():
+                    z.write(f, f.relative_to(src).as_posix())
+        print(f"{task}: wrote {archive.relative_to(REPO)} ({archive.stat().st_size / 2**20:.1f} MiB)")
+    subprocess.run(["bash", str(REPO / "scripts" / "fetch_device_wheels.sh")], check=True)

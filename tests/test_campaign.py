@@ -1,0 +1,90 @@
+"""`bench campaign`: manifest checks, dependency order, failures isolated, records as state, deadline."""
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from bench import campaign
+from bench.cli import main
+
+RUN = 'task = "classification"\nschedule = "smoke"\n'
+
+
+def _manifest(tmp_path, body, name="t"):
+    p = tmp_path / f"{name}.toml"
+    p.write_text(f'name = "{name}"\ndevice = "cpu"\n' + body)
+    return p
+
+
+def _camp(tmp_path, manifest, *args):
+    return main(["campaign", str(manifest), "--results-dir", str(tmp_path / "res"),
+                 "--work-root", str(tmp_path / "wd"), *args])
+
+
+@pytest.mark.parametrize("body, said", [
+    ('[[run]]\nid = "a"\ntask = "nope"\nbackbone = "fp32"\nschedule = "smoke"\n', "unknown task 'nope'"),
+    (f'[[run]]\nid = "a"\n{RUN}backbone = "int4"\n', "unknown backbone 'int4'"),
+    (f'[[run]]\nid = "a"\n{RUN}backbone = "fp32"\nrecipe = "magic"\n', "unknown recipe 'magic'"),
+    ('[[run]]\nid = "a"\ntask = "classification"\nbackbone = "fp32"\nschedule = "forever"\n',
+     "has no schedule 'forever'"),
+    (f'[[run]]\nid = "a"\n{RUN}backbone = "fp32"\nteacher = "b"\n[[run]]\nid = "b"\n{RUN}backbone = "fp32"\n'
+     'teacher = "a"\n', "dependency cycle"),
+    (f'[[run]]\nid = "a"\n{RUN}backbone = "int8"\nrecipe = "ptq"\nteacher = "ghost"\n',
+     "'ghost' is neither a run of this manifest nor recorded"),
+])
+def test_bad_manifest_is_one_clear_error(tmp_path, capsys, body, said):
+    assert _camp(tmp_path, _manifest(tmp_path, body), "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert said in err and "t.toml" in err and "Traceback" not in err
+
+
+def test_deadline_already_past(tmp_path, capsys):
+    m = _manifest(tmp_path, f'[[run]]\nid = "a"\n{RUN}backbone = "fp32"\n')
+    assert _camp(tmp_path, m, "--until", "2000-01-01T00:00") == 2
+    assert "deadline is already past" in capsys.readouterr().err
+
+
+def test_flow_dependencies_failures_state_and_pack(tmp_path, capsys):
+    """fp32, then INT8 by PTQ from it; a run that fails (a bad width) and the run that needs it,
+    skipped with a note; a second call finds every record and runs nothing."""
+    tiny = "options = { width = 0.25 }\n"
+    m = _manifest(tmp_path, (
+        f'[[run]]\nid = "fp32"\n{RUN}backbone = "fp32"\n{tiny}'
+        f'[[run]]\nid = "ptq"\n{RUN}backbone = "int8"\nrecipe = "ptq"\nteacher = "fp32"\n{tiny}'
+        f'[[run]]\nid = "bad"\n{RUN}backbone = "fp32"\nseed = 1\noptions = {{ width = -1.0 }}\n'
+        f'[[run]]\nid = "student"\n{RUN}backbone = "binealnet"\nrecipe = "adamw-kd"\nteacher = "bad"\n{tiny}'))
+    pack = tmp_path / "out" / "campaign.tar.gz"
+    assert _camp(tmp_path, m, "--smoke", "--parallel", "2", "--pack", str(pack)) == 0
+    out = capsys.readouterr().out
+    summary = {r["id"]: r for r in json.loads(pack.with_suffix(".summary.json").read_text())}
+    assert summary["fp32"]["state"] == summary["ptq"]["state"] == "recorded"
+    assert summary["bad"]["state"] == "failed" and "--width" in summary["bad"]["note"]
+    assert summary["student"]["state"] == "skipped" and "bad" in summary["student"]["note"]
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "res" / "classification").glob("*.json")]
+    tags = {r["campaign"]["run"]: r for r in recs}
+    assert set(tags) == {"fp32", "ptq"}
+    assert tags["ptq"]["recipe"]["name"] == "ptq" and tags["ptq"]["teacher"]["run"]["backbone"] == "fp32"
+    with tarfile.open(pack) as t:
+        names = t.getnames()
+    assert {"summary.json", "logs/fp32.log", "logs/bad.log"} <= set(names)
+    assert sum(n.startswith("results/classification/") and n.endswith(".json") for n in names) == 2
+    assert "fp32" in out and "failed" in out
+    # the records are the state: nothing left to run but the failed pair
+    def plan():
+        loaded = campaign.load_manifest(m)
+        loaded.work_root = tmp_path / "wd"
+        return {r["id"]: r for r in campaign.plan(loaded, tmp_path / "res")}
+    rows = plan()
+    assert rows["fp32"]["state"] == rows["ptq"]["state"] == "recorded" and rows["bad"]["state"] == "pending"
+    # a changed spec is a new run, not the recorded one
+    m.write_text(m.read_text().replace('id = "fp32"\n' + RUN, 'id = "fp32"\n' + RUN + "epochs = 2\n"))
+    rows = plan()
+    assert rows["fp32"]["state"] == rows["ptq"]["state"] == "pending"  # its teacher changed too
+
+
+def test_deadline_too_near_starts_nothing(tmp_path, capsys):
+    m = _manifest(tmp_path, f'[[run]]\nid = "a"\n{RUN}backbone = "fp32"\n')
+    assert _camp(tmp_path, m, "--smoke", "--budget-s", "40") == 0
+    assert "not started: the deadline is too near" in capsys.readouterr().out
+    assert not (tmp_path / "res").exists()
