@@ -234,13 +234,18 @@ def cmd_cost(a):
         from .runner import build_task_model
         task, model = build_task_model(a.task, a.backbone, a.schedule, a.data, **_parse_opts(a.task, a))
         xs = (torch.zeros(shape),) if a.input else task.example_inputs(a.schedule)
-        print(format_table(count_cost(model, xs, forward=lambda m, xs: task.forward_for_cost(m, *xs))))
-        return
-    try:
-        model = backbones.build(a.backbone, stem=a.stem, width=a.width)
-    except ValueError as e:
-        raise BenchError(str(e)) from None
-    print(format_table(count_cost(model, torch.zeros(shape))))
+        report = count_cost(model, xs, forward=lambda m, xs: task.forward_for_cost(m, *xs))
+    else:
+        try:
+            model = backbones.build(a.backbone, stem=a.stem, width=a.width)
+        except ValueError as e:
+            raise BenchError(str(e)) from None
+        report = count_cost(model, torch.zeros(shape))
+    print(format_table(report))
+    if a.cycles:
+        from .cycles import count_cycles, format_cycles
+        print()
+        print(format_cycles(count_cycles(report, a.k_binary)))
 
 
 def cmd_deploy(a):
@@ -287,6 +292,11 @@ def cmd_campaign(a):
     if any(r["state"] in ("recorded",) for r in rows):
         from .results import report
         report(results)
+
+
+def cmd_roofline(a):
+    from .roofline import main as roofline_main
+    roofline_main(["--backbones", a.backbones, "--size", str(a.size), "--ghz", str(a.ghz)])
 
 
 def cmd_list(a):
@@ -372,6 +382,10 @@ def build_parser(task_name=None):
                     help="count the whole task model (head, neck) instead of the bare backbone")
     co.add_argument("--schedule", default="short", help="with --task: the schedule whose input size is used")
     co.add_argument("--data", default=None, help="with --task: dataset root (class count; default the embedded one)")
+    co.add_argument("--cycles", action="store_true", help="also systolic-array cycles per layer (SCALE-Sim v3, "
+                    "32x32 weight-stationary; see bench/cycles.py)")
+    co.add_argument("--k-binary", type=int, default=32, help="with --cycles: XNOR-popcount MACs per binary PE per "
+                    "cycle (an INT8 PE does 1)")
     if task is None:
         co.add_argument("--width", type=float, default=None, help="backbone width multiplier")
     _add_task_option_flags(co, task)
@@ -402,6 +416,13 @@ def build_parser(task_name=None):
     cp.add_argument("--prepare", action="store_true", help="here, before a device call: zip each task's data from "
                     "its source into its archive and fetch the wheels (scripts/fetch_device_wheels.sh)")
     cp.set_defaults(func=cmd_campaign)
+    rf = sub.add_parser("roofline", help="per-instruction-set peak MACs/cycle (int8, binary, fp32) and each backbone's "
+                        "floor latency (AVX2, AVX-512 VNNI / VPOPCNTDQ, AMX-INT8, Armv8.2 NEON)")
+    rf.add_argument("--backbones", default="binealnet,binealnet@1.0,int8,fp32",
+                    help="comma-separated presets, preset@width for another width")
+    rf.add_argument("--size", type=int, default=224, help="input height = width")
+    rf.add_argument("--ghz", type=float, default=3.0, help="clock for the ms floors")
+    rf.set_defaults(func=cmd_roofline)
     ls = sub.add_parser("list", help="tasks, schedules, task options, backbones, variants, datasets")
     ls.set_defaults(func=cmd_list)
     return p
