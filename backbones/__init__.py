@@ -1,55 +1,33 @@
-"""Quantizers, the quantized conv layer and BiNealNet. ``import backbones`` needs no OpenMMLab;
-``backbones.openmmlab`` registers BiNealNet into the MMDetection / MMSegmentation registries."""
+"""Quantizers, the quantized conv layer and BiNealNet. ``import backbones`` needs no OpenMMLab and
+loads no torch until a module is asked for (the presets, the precision vocabulary and the errors are
+plain data, so `bench --help` stays fast); ``backbones.openmmlab`` registers BiNealNet into the
+MMDetection / MMSegmentation registries."""
 from __future__ import annotations
 
-from .binealnet import PRECISIONS, BasicBlock, BiNealNet
-from .layers import QConv2d, QConvTranspose2d
-from .quantizers import (BinaryActivationQuantizer, BinaryWeightQuantizer, FloatQuantizer, Int8Quantizer,
-                         Quantizer, sign)
+import importlib
 
-#: named presets: the three backbones every task compares (ImageNet stem by default)
-PRESETS = {
-    # the seed's best: binary, 1.5x, 3x3 downsample convs, PReLU slope clipped at >= 0
-    "binealnet": dict(precision="binary", width=1.5, downsample_kernel=3, clip_slope=True),
-    "int8": dict(precision="int8", width=1.0, downsample_kernel=1),
-    "fp32": dict(precision="fp32", width=1.0, downsample_kernel=1),
-}
+from .errors import BenchError, DataError  # noqa: F401
+from .precision import KINDS, PRECISIONS  # noqa: F401
+from .presets import PRESETS, VARIANTS, precision_of, preset_kwargs  # noqa: F401
 
-#: the seed's ablation rows as overrides of one backbone (width 1.5), cumulative as in the seed's
-#: log; the accuracies the public reproduction reported are kept where tables are made (bench/reference.py)
-VARIANTS = {
-    "fp32": dict(precision="fp32", downsample_kernel=1, clip_slope=False),
-    "binary-weights": dict(precision="binary-weights", downsample_kernel=1, clip_slope=False),
-    "binary-activations": dict(precision="binary-activations", downsample_kernel=1, clip_slope=False),
-    "binary": dict(precision="binary", downsample_kernel=1, clip_slope=False),
-    "binary-ds3": dict(precision="binary", downsample_kernel=3, clip_slope=False),
-    "binary-ds3-clip": dict(precision="binary", downsample_kernel=3, clip_slope=True),
-    "binary-ds3-clip-scales-after": dict(precision="binary", downsample_kernel=3, clip_slope=True, scales_after=True),
-    "binary-ds3-clip-lr0.1": dict(precision="binary", downsample_kernel=3, clip_slope=True, aux_lr_mult=0.1),
-}
+#: name -> the submodule that defines it, imported at first use (module __getattr__, PEP 562)
+_LAZY = {"BiNealNet": "binealnet", "BasicBlock": "binealnet", "QConv2d": "layers", "QConvTranspose2d": "layers",
+         "Quantizer": "quantizers", "FloatQuantizer": "quantizers", "Int8Quantizer": "quantizers",
+         "BinaryWeightQuantizer": "quantizers", "BinaryActivationQuantizer": "quantizers", "sign": "quantizers"}
 
 
-def preset_kwargs(name: str, variant: str | None = None, **overrides) -> dict:
-    """BiNealNet keyword arguments of preset ``name`` with seed ``variant`` and ``overrides`` (None
-    values ignored) applied; the one place that validates a backbone or variant name."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(PRESETS)}")
-    if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
-    return {**PRESETS[name], **(VARIANTS[variant] if variant else {}),
-            **{k: v for k, v in overrides.items() if v is not None}}
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build(name: str, variant: str | None = None, **overrides) -> BiNealNet:
+def build(name: str, variant: str | None = None, **overrides):
     """Build a preset backbone by name (``binealnet``, ``int8``, ``fp32``) with keyword overrides."""
+    from .binealnet import BiNealNet
     return BiNealNet(**preset_kwargs(name, variant, **overrides))
 
 
-def precision_of(name: str) -> str:
-    """The precision of preset ``name`` ('binary', 'int8', 'fp32'): tables find BNN and INT8 rows by it."""
-    return PRESETS[name]["precision"]
-
-
 __all__ = ["BiNealNet", "BasicBlock", "QConv2d", "QConvTranspose2d", "Quantizer", "FloatQuantizer", "Int8Quantizer",
-           "BinaryWeightQuantizer", "BinaryActivationQuantizer", "sign", "build", "PRESETS", "PRECISIONS",
-           "VARIANTS", "preset_kwargs", "precision_of"]
+           "BinaryWeightQuantizer", "BinaryActivationQuantizer", "sign", "build", "PRESETS", "PRECISIONS", "KINDS",
+           "VARIANTS", "preset_kwargs", "precision_of", "BenchError", "DataError"]

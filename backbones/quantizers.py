@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .precision import KINDS
+
 
 # ---------------------------------------------------------------- sign with gradient estimators
 def _binary_sign(x: torch.Tensor) -> torch.Tensor:
@@ -272,9 +274,6 @@ class BinaryActivationQuantizer(Quantizer):
         return self.unit(x) * self.scale
 
 
-KINDS = ("binary", "int8", "fp32")
-
-
 def make_weight_quantizer(kind: str, weight_shape: tuple, alpha_dims: int = 1, estimator: str = "ste") -> Quantizer:
     """The weight quantizer of a conv of ``weight_shape`` (out, in, kh, kw) at precision ``kind``."""
     if kind == "binary":
@@ -298,7 +297,3 @@ def make_act_quantizer(kind: str, channels: int, estimator: str = "approx", clip
         return FloatQuantizer()
     raise ValueError(f"unknown activation precision {kind!r}; expected one of {KINDS}")
 
-
-#: names of the auxiliary (non-weight) parameters the binary quantizers add; the lr-multiplier
-#: variant puts parameters whose last name part is one of these in their own group
-AUX_PARAM_NAMES = ("alpha", "beta", "b0", "b1", "slope", "gamma")

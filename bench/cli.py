@@ -22,7 +22,7 @@ def _task_or_none(name):
 
 
 def _add_run_args(p, task, with_backbone=True):
-    p.add_argument("--task", required=True, choices=sorted(tasks.TASKS), help="which task to train and evaluate")
+    p.add_argument("--task", required=True, choices=tasks.names(), help="which task to train and evaluate")
     if with_backbone:
         rows = f" or a reference row: {', '.join(task.BASELINES)}" if task and task.BASELINES else ""
         p.add_argument("--backbone", default="binealnet", help=f"one of {sorted(backbones.PRESETS)}{rows} "
@@ -342,7 +342,7 @@ def _task_in(argv) -> str | None:
     return None
 
 
-def build_parser(task_name=None):
+def build_parser(task_name=None, cmd=None):
     task = _task_or_none(task_name)
     p = argparse.ArgumentParser(prog="bench", description="BiNealBench: is a binary network a better deal than "
                                 "INT8, task by task? Train, evaluate and cost BiNealNet / INT8 / FP32 backbones.",
@@ -364,7 +364,7 @@ def build_parser(task_name=None):
     ab.add_argument("--variants", default=None, help="comma-separated subset (default all)")
     ab.set_defaults(func=cmd_ablate)
     e = sub.add_parser("eval", help="evaluate a trained run's checkpoint on another dataset (writes a record)")
-    e.add_argument("--task", required=True, choices=sorted(tasks.TASKS))
+    e.add_argument("--task", required=True, choices=tasks.names())
     e.add_argument("--checkpoint", required=True, help="a .pth in a bench run's work dir")
     e.add_argument("--data", required=True, help="dataset root to evaluate on")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -378,7 +378,7 @@ def build_parser(task_name=None):
     co.add_argument("--backbone", default="binealnet")
     co.add_argument("--input", default=None, help="NxCxHxW (default 1x3x224x224, or the task's example input)")
     co.add_argument("--stem", default=None, choices=["imagenet", "cifar"], help="override the preset's stem")
-    co.add_argument("--task", default=None, choices=sorted(tasks.TASKS),
+    co.add_argument("--task", default=None, choices=tasks.names(),
                     help="count the whole task model (head, neck) instead of the bare backbone")
     co.add_argument("--schedule", default="short", help="with --task: the schedule whose input size is used")
     co.add_argument("--data", default=None, help="with --task: dataset root (class count; default the embedded one)")
@@ -392,8 +392,9 @@ def build_parser(task_name=None):
     co.set_defaults(func=cmd_cost)
     dp = sub.add_parser("deploy", help="classification checkpoints on real INT8 / packed 1-bit kernels: export, size, "
                         "latency, deployed top-1 (results/deploy/, results/deploy.md)")
-    from .deploy import add_args as _deploy_args
-    _deploy_args(dp)
+    if cmd == "deploy":  # its flags come with its module (torch and the kernels): loaded only when asked for
+        from .deploy import add_args as _deploy_args
+        _deploy_args(dp)
     dp.set_defaults(func=cmd_deploy)
     cp = sub.add_parser("campaign", help="run a manifest's runs (campaigns/*.toml) in dependency order, several at "
                         "once, until a deadline; records in results/ are its state, so a later call continues")
@@ -438,8 +439,12 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, _sigterm)
     argv = list(sys.argv[1:] if argv is None else argv)
     task_name = _task_in(argv)
-    parser = build_parser(task_name)
+    parser = build_parser(task_name, next((a for a in argv if not a.startswith("-")), None))
     args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "cmd", None) == "eval":
+        flag = next((u for u in unknown if u.startswith("--")), unknown[0])
+        parser.error(f"{flag} is not an option of bench eval: it evaluates the checkpoint with its own run's task "
+                     "options (read from the bench_run.json beside it); see `bench eval --help`")
     if unknown:
         task = _task_or_none(task_name)
         flag = next((u for u in unknown if u.startswith("--")), unknown[0])

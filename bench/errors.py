@@ -1,6 +1,6 @@
-"""Errors the CLI turns into one clear line and exit code 2 (no traceback). The user-facing base
-and the data error live with the task surface (tasks/base.py), where tasks raise them."""
-from tasks.base import BenchError, DataError  # noqa: F401
+"""Errors the CLI turns into one clear line and exit code 2 (no traceback). The base and the data
+error live on the ground floor (backbones/errors.py); this adds the run-level ones."""
+from backbones.errors import BenchError, DataError  # noqa: F401
 
 
 class TrainingDiverged(BenchError):

@@ -1,6 +1,7 @@
 """One benchmark run: task config -> mmengine Runner (train, test) -> cost -> JSON record."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -35,7 +36,10 @@ def _versions() -> dict:
     return out
 
 
-def _commit() -> str:
+@functools.cache
+def commit() -> str:
+    """The commit of the code this process runs, read once, when the first run starts (not at import:
+    `bench --help` runs no git): a `compare` that outlives a commit still records the commit whose code it ran."""
     # a launcher that copies the tree (e.g. the device tool) says which commit it sent; the copy's own
     # git metadata can be older than its files (the H200 records of results/NOTES.md read -dirty)
     if os.environ.get("BENCH_COMMIT"):
@@ -51,9 +55,10 @@ def _commit() -> str:
         return "unknown"  # a copy without .git
 
 
-#: the code this process runs, read once when it is loaded: a `compare` that outlives a commit
-#: still records the commit whose code it ran
-COMMIT = _commit()
+def __getattr__(name):
+    if name == "COMMIT":  # the old module constant, for importers (bench/deploy.py)
+        return commit()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def device_name(device: str) -> str:
@@ -300,7 +305,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         lock = _lock(work_dir)  # noqa: F841  (held until this process ends)
         atomic_write(work_dir / "bench_run.json", json.dumps(args, indent=1))
 
-    args["commit"] = COMMIT
+    args["commit"] = commit()
     t0 = time.time()
     runner = Runner.from_cfg(cfg)
     _quiet_paramwise_log(runner)
@@ -497,7 +502,7 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "seed_reported": SEED_CIFAR10_TOP1.get(variant) if variant and task.NAME == "classification" else None,
         "recipe": cfg.get("bench", {}).get("recipe") or {"name": TASK_DEFAULT, "optimizer": _optimizer(cfg)},
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
-        "commit": args.get("commit") or COMMIT, "versions": _versions(), "device": device_name(device), "wall_s": wall,
+        "commit": args.get("commit") or commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
         "command": _command(args, device),
     }
 

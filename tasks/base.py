@@ -16,15 +16,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-
-
-class BenchError(Exception):
-    """A user-facing problem: bad input, bad option, a run that cannot go on (one line, exit 2)."""
-
-
-class DataError(BenchError):
-    """A dataset is missing or malformed; the message names the file and what was expected."""
+from backbones.errors import BenchError, DataError  # noqa: F401  (tasks raise them; re-exported)
 
 
 def option(type=str, default=None, choices=None, help=""):  # noqa: A002 - argparse's own names
@@ -78,6 +70,7 @@ class Task:
     def example_inputs(self, schedule, device="cpu") -> tuple:
         """Inputs of one forward at batch 1, for cost counting and speed (a matcher would give an
         image pair, super-resolution a low-res image). Default: one square RGB image."""
+        import torch
         s = self.SCHEDULES[schedule]["input_size"]
         return (torch.zeros(1, 3, s, s, device=device),)
 

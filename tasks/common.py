@@ -57,13 +57,10 @@ def backbone_kwargs(task, backbone: str, variant=None, width=None, **extra) -> d
         raise BenchError(str(e)) from None
 
 
-#: precisions a dense task's neck and head can take (one recorded choice for all three backbones)
-HEAD_PRECISIONS = ("fp32", "int8", "binary")
-
-
 def check_head_precision(precision: str) -> str:
-    if precision not in HEAD_PRECISIONS:
-        raise BenchError(f"head precision must be one of {HEAD_PRECISIONS}; got {precision!r}")
+    """A dense task's neck and head precision: one of ``backbones.KINDS``, one recorded choice for all three backbones."""
+    if precision not in backbones.KINDS:
+        raise BenchError(f"head precision must be one of {backbones.KINDS}; got {precision!r}")
     return precision
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from backbones.layers import qconv, qdeconv
+from backbones.precision import KINDS
 
 from . import common
 from .base import BenchError, DataError, Task, option, register
@@ -61,7 +62,6 @@ SCHEDULES = {
                                          "one GPU, batch 16, Adam 5e-4)"),
 }
 MODELS_ = ("centernet", "retinanet")
-HEAD_PRECISIONS = common.HEAD_PRECISIONS
 #: convs that produce the predictions: INT8 rather than binary under head_precision=binary
 OUTPUT_CONVS = {"centernet": ("heatmap_head.2", "wh_head.2", "offset_head.2"),
                 "retinanet": ("retina_cls", "retina_reg")}
@@ -229,8 +229,8 @@ def quantize_neck_head(model: nn.Module, precision: str, output_convs=()) -> nn.
     ``build_config``), so the binary scales follow whatever weights the model's own init leaves."""
     if precision == "fp32":
         return model
-    if precision not in HEAD_PRECISIONS:
-        raise ValueError(f"head precision must be one of {HEAD_PRECISIONS}; got {precision!r}")
+    if precision not in KINDS:
+        raise ValueError(f"head precision must be one of {KINDS}; got {precision!r}")
     for part in ("neck", "bbox_head"):
         root = getattr(model, part)
         for name, m in list(root.named_modules()):
@@ -460,7 +460,7 @@ class Detection(Task):
                         "detector: centernet (CenterNet-R18 without DCN, the paper's) or retinanet (FPN)"),
         "width": option(float, help="backbone width multiplier (default 1.0 for every backbone; the paper's "
                                     "binealnet is 2.0)"),
-        "head_precision": option(str, "fp32", list(HEAD_PRECISIONS),
+        "head_precision": option(str, "fp32", list(KINDS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, help="checkpoint of a run of ours whose backbone.* weights initialise the backbone"),
     }

@@ -65,6 +65,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backbones.precision import uniform_kind
+
 from . import common
 from .base import DataError, Task, option, register
 
@@ -721,7 +723,7 @@ class Matching(Task):
                                   num_features=k, matchers=["mnn", f"snn {RATIO}"], ransac_th=RANSAC_TH))
             return Config(cfg)
         bb = common.backbone_kwargs(self, backbone, variant, width)
-        body = {"binary": "binary", "int8": "int8", "fp32": "fp32"}.get(bb["precision"])
+        body = uniform_kind(bb["precision"])
         if body is None:
             raise DataError(f"variant precision {bb['precision']!r} is not supported by the matching network "
                             "(binary, int8 or fp32)")

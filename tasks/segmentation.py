@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 import backbones
+from backbones.precision import KINDS
 
 from . import common
 from .base import BenchError, DataError, Task, option, register
@@ -92,7 +93,6 @@ SCHEDULES = {
                         "poly)"),
 }
 MODELS_ = ("fcn", "deeplabv3", "fpn")
-HEAD_PRECISIONS = common.HEAD_PRECISIONS
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
@@ -286,7 +286,7 @@ class Segmentation(Task):
                                                   "(Semantic FPN, undilated); default: the schedule's"),
         "width": option(float, None, None, "backbone width multiplier (default: 2.0 for binealnet, 1.0 otherwise, "
                                            "times the schedule's width_scale)"),
-        "head_precision": option(str, "fp32", list(HEAD_PRECISIONS),
+        "head_precision": option(str, "fp32", list(KINDS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, None, None, "checkpoint whose backbone.* weights initialise the backbone"),
     }

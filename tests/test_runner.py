@@ -211,6 +211,15 @@ def test_cli_help_for_every_command(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: bench " + cmd in capsys.readouterr().out
+    # eval takes the checkpoint's own task options: a task flag gets that answer, not the task's option list
+    with pytest.raises(SystemExit):
+        main(["eval", "--task", "super_resolution", "--checkpoint", "c.pth", "--data", "d", "--scale", "2"])
+    err = capsys.readouterr().err
+    assert "--scale is not an option of bench eval" in err and "bench_run.json" in err and "options:" not in err
+    # the top-level parser loads no torch and runs no git (`bench --help` stays instant)
+    code = ("import subprocess, sys; subprocess.run = subprocess.Popen = None; import bench.cli; "
+            "bench.cli.build_parser(); assert not {'torch', 'mmengine'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
 
 
 def test_cost_command_prints_totals(capsys):
@@ -271,6 +280,6 @@ def test_commit_given_by_the_launcher_wins_over_the_copy_s_git(monkeypatch):
 
     import bench.runner
     monkeypatch.delenv("BENCH_COMMIT", raising=False)
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", bench.runner._commit())
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", bench.runner.commit.__wrapped__())
     monkeypatch.setenv("BENCH_COMMIT", "9a34790")
-    assert bench.runner._commit() == "9a34790"
+    assert bench.runner.commit.__wrapped__() == "9a34790"

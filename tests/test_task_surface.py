@@ -26,6 +26,7 @@ def test_task_conforms(name, tmp_path):
     from bench.runner import build_task_model
     task = tasks.get(name)
     assert task.NAME == name and {"name", "key", "higher_is_better"} <= set(task.METRIC)
+    assert type(task).__module__.split(".")[1] == name  # tasks.names() lists tasks by module, unimported
     assert "smoke" in task.SCHEDULES and all("label" in s for s in task.SCHEDULES.values())
     assert Path(task.DEFAULT_DATA).is_dir(), "the embedded sample must ship with the project"
     assert all(set(spec) >= {"type", "default", "help"} for spec in task.OPTIONS.values())
@@ -170,13 +171,14 @@ def toy_task(tmp_path):
 def test_a_new_task_is_one_class(tmp_path, toy_task, capsys, monkeypatch):
     import bench.runner
     res = tmp_path / "res"
-    # the commit is read when the code is loaded: a later HEAD never reaches the record
-    monkeypatch.setattr(bench.runner, "_commit", lambda: "a-later-commit")
+    # the commit is read once per process: a later HEAD never reaches the record
+    first = bench.runner.commit()
+    monkeypatch.setenv("BENCH_COMMIT", "a-later-commit")
     assert main(["run", "--task", "toy", "--backbone", "binealnet", "--hidden", "3", "--width", "0.25",
                  "--results-dir", str(res), "--work-dir", str(tmp_path / "wd")]) == 0
     (rec,) = results.load_records(res, "toy")
     assert rec["metric"]["name"] == "acc" and rec["task_options"] == {"hidden": 3, "width": 0.25}
-    assert rec["config"]["model"]["hidden"] == 3 and rec["commit"] == bench.runner.COMMIT != "a-later-commit"
+    assert rec["config"]["model"]["hidden"] == 3 and rec["commit"] == first != "a-later-commit"
     assert rec["cost"]["macs_by_bits"]["1/1"] > 0
     results.report(res)
     table = (res / "toy.md").read_text()

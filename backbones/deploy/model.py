@@ -9,15 +9,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tasks.base import BenchError
-
 from .. import BiNealNet
+from ..errors import BenchError
 from ..layers import QConv2d
+from ..precision import KINDS, uniform_kind
 from ..quantizers import BinaryActivationQuantizer, BinaryWeightQuantizer, FloatQuantizer, Int8Quantizer
 from . import _ext
 
 FORMAT = "binealbench-deploy/1"
-KINDS = {"binary": "binary", "int8": "int8", "fp32": "fp32"}  # BiNealNet precision -> deployed kind
 
 
 class DeployError(BenchError):
@@ -40,7 +39,7 @@ def _act_scale(q: Int8Quantizer) -> float:
 
 def unsupported_reason(backbone: BiNealNet) -> str | None:
     """Why the deployed kernels cannot run this backbone (None when they can)."""
-    if backbone.precision not in KINDS:
+    if uniform_kind(backbone.precision) is None:
         return (f"precision {backbone.precision!r} (binary weights with float activations or the reverse) has no "
                 f"deployed kernel; supported: {sorted(KINDS)}")
     for name, m in backbone.named_modules():
@@ -256,7 +255,7 @@ def deploy_backbone(backbone: BiNealNet, calib: torch.Tensor | None = None, path
     why = unsupported_reason(backbone)
     if why:
         raise DeployError(f"cannot deploy this BiNealNet: {why}")
-    kind = KINDS[backbone.precision]
+    kind = uniform_kind(backbone.precision)
     stem_conv, stem_bn = backbone.stem[0], backbone.stem[1]
     stem = FloatConv.from_conv(stem_conv, stem_bn)
     maxpool = any(isinstance(m, nn.MaxPool2d) for m in backbone.stem)
