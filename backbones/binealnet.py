@@ -10,16 +10,8 @@ import torch
 import torch.nn as nn
 
 from .layers import QConv2d
+from .precision import kinds
 from .quantizers import make_act_quantizer, make_weight_quantizer
-
-#: precision name -> (weight kind, activation kind) of every conv in the four stages
-PRECISIONS = {
-    "binary": ("binary", "binary"),
-    "binary-weights": ("binary", "fp32"),
-    "binary-activations": ("fp32", "binary"),
-    "int8": ("int8", "int8"),
-    "fp32": ("fp32", "fp32"),
-}
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 STEMS = ("imagenet", "cifar")
 
@@ -28,9 +20,7 @@ class _QuantSpec:
     """Makes the quantizers for one conv from the network's switches (one place, used by every conv)."""
 
     def __init__(self, precision, alpha_dims, weight_estimator, act_estimator, clip_slope, int8_learned):
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
-        self.w_kind, self.a_kind = PRECISIONS[precision]
+        self.w_kind, self.a_kind = kinds(precision)
         self.alpha_dims, self.w_est, self.a_est = alpha_dims, weight_estimator, act_estimator
         self.clip_slope, self.int8_learned = clip_slope, int8_learned
 
@@ -89,7 +79,7 @@ class BiNealNet(nn.Module):
     Args:
         depth: 18 or 34.
         width: channel multiplier (1.5 = the seed's BiNealNet, 2.0 = the paper's other tasks).
-        precision: one of ``PRECISIONS`` (convs of the four stages; the stem conv stays float).
+        precision: one of ``backbones.precision.PRECISIONS`` (convs of the four stages; the stem conv stays float).
         stem: 'imagenet' (7x7/2 + max-pool) or 'cifar' (3x3/1, no pool).
         downsample_kernel: 1 or 3, kernel of the shortcut conv where the shape changes.
         clip_slope: keep the PReLU slope of binary activations >= 0.
@@ -105,14 +95,28 @@ class BiNealNet(nn.Module):
         out_indices, frozen_stages, norm_eval, init_cfg: as in mmdet's ResNet.
         freeze_weights: no parameter learns, while BatchNorm still normalises with batch statistics
             (unlike frozen_stages): random features, the floor of a task's ``frozen-random`` row.
+        pretrained, num_stages, style, norm_cfg, contract_dilation: mmdet / mmseg ResNet's arguments, so
+            that a stock ResNet-18/34 config runs with only its backbone ``type`` changed. ``pretrained``
+            is ResNet's deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (mmseg's
+            EncoderDecoder passes its own down); the others have one meaning here (4 stages, BatchNorm,
+            BasicBlocks, which ``style`` and ``contract_dilation`` do not change).
     """
 
     def __init__(self, depth=18, width=1.0, precision="binary", stem="imagenet", in_channels=3,
                  downsample_kernel=1, clip_slope=True, scales_after=False, aux_lr_mult=1.0, alpha_dims=1,
                  weight_estimator="ste", act_estimator="approx", double_shortcut=None, int8_learned=False,
                  strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), out_indices=(0, 1, 2, 3), frozen_stages=-1,
-                 norm_eval=False, init_cfg=None, freeze_weights=False):
+                 norm_eval=False, init_cfg=None, freeze_weights=False, pretrained=None, num_stages=4, style="pytorch",
+                 norm_cfg=None, contract_dilation=False):
         super().__init__()
+        if pretrained is not None:
+            if init_cfg:
+                raise ValueError("give init_cfg or pretrained (its deprecated alias), not both")
+            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
+        if num_stages != 4:
+            raise ValueError(f"BiNealNet has 4 stages; got num_stages={num_stages}")
+        if norm_cfg is not None and norm_cfg.get("type") not in ("BN", "SyncBN", "BN2d"):
+            raise ValueError(f"BiNealNet normalises with BatchNorm; got norm_cfg={norm_cfg}")
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}; got {depth}")
         if stem not in STEMS:
@@ -177,12 +181,13 @@ class BiNealNet(nn.Module):
 
     def init_weights(self):
         """mmengine calls this. ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``
-        loads our own checkpoint (a classification run); mismatched shapes are reported, not fatal."""
+        loads our own checkpoint (a classification run; ``prefix`` None: the checkpoint's keys as they
+        are); mismatched shapes are reported, not fatal."""
         cfg = self.init_cfg
         if not cfg or cfg.get("type") != "Pretrained":
             return
         from .checkpoint import load_backbone_weights
-        load_backbone_weights(self, cfg["checkpoint"], cfg.get("prefix", "backbone."))
+        load_backbone_weights(self, cfg["checkpoint"], cfg.get("prefix"))
 
     # ------------------------------------------------------------------ mmdet behaviour
     def _freeze_stages(self):

@@ -272,11 +272,12 @@ def test_float_quantizer_is_identity():
 def test_init_from_checkpoint_reports_mismatch(tmp_path):
     src = backbones.build("binealnet", width=0.25)
     torch.save({"state_dict": {"backbone." + k: v for k, v in src.state_dict().items()}}, tmp_path / "c.pth")
-    dst = backbones.build("binealnet", width=0.25, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "c.pth")))
+    init = dict(type="Pretrained", checkpoint=str(tmp_path / "c.pth"), prefix="backbone.")
+    dst = backbones.build("binealnet", width=0.25, init_cfg=init)
     dst.init_weights()
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    wide = backbones.build("binealnet", width=0.5, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "c.pth")))
+    wide = backbones.build("binealnet", width=0.5, init_cfg=init)
     with pytest.warns(UserWarning, match="shape mismatches"):
         wide.init_weights()
 
