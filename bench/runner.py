@@ -154,7 +154,8 @@ def _quiet_paramwise_log(runner):
 
 
 def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
 
 
 def _inputs(task, schedule, device, batch=1):
@@ -201,7 +202,7 @@ def measure_speed(task, schedule, model, device, seconds=1.5) -> dict:
             out[batch] = statistics.median(times)
     model.train(was_training)
     return {"latency_ms_b1": out[1] * 1e3, "throughput_img_s": THROUGHPUT_BATCH / out[THROUGHPUT_BATCH],
-            "throughput_batch": THROUGHPUT_BATCH, "postprocess": task.postprocess_included(),
+            "throughput_batch": THROUGHPUT_BATCH, "postprocess": False,  # forward_for_cost stops before NMS / matching
             "device": device_name(device), "threads": torch.get_num_threads()}
 
 

@@ -75,12 +75,8 @@ class Task:
         return (torch.zeros(1, 3, s, s, device=device),)
 
     def forward_for_cost(self, model, *inputs):
-        """The network's forward without post-processing (what cost and speed measure)."""
+        """The network's forward without post-processing (NMS, matching): what cost and speed measure."""
         return model(*inputs, mode="tensor")
-
-    def postprocess_included(self) -> bool:
-        """Whether ``forward_for_cost`` includes post-processing (NMS, matching); recorded beside speeds."""
-        return False
 
     def add_teacher(self, cfg, teacher_model: dict, checkpoint: str) -> None:
         """Distillation: make ``cfg.model`` learn from ``teacher_model`` (a config) loaded from

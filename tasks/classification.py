@@ -131,8 +131,16 @@ class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
+        if (module, name) == ("_codecs", "encode"):  # protocol 2 writes bytes as encode(str, 'latin1')
+            return _latin1_bytes
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only arrays, "
                                      "lists and strings")
+
+
+def _latin1_bytes(text, encoding):
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode(..., {encoding!r}): a CIFAR-10 batch's bytes are latin1")
+    return text.encode("latin1")
 
 
 def _load_pickle(path: Path):

@@ -67,7 +67,6 @@ OUTPUT_CONVS = {"centernet": ("heatmap_head.2", "wh_head.2", "offset_head.2"),
                 "retinanet": ("retina_cls", "retina_reg")}
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 BOX_TOLERANCE = 1.0  # px a box may pass the image edge (float rounding in COCO jsons)
-MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit, for the image sizes a json declares
 
 
 # ---------------------------------------------------------------- data
@@ -164,17 +163,16 @@ def _check_coco(path: Path, image_dir: Path) -> dict:
     if all(a.get("iscrowd", 0) for a in d["annotations"]):
         raise DataError(f"{path}: every annotation is iscrowd=1; COCO AP ignores crowd boxes, so nothing would be "
                         "scored (AP would read -1)")
-    huge = next(((f, w, h) for w, h, f in sizes.values() if w * h > MAX_PIXELS), None)
+    huge = next(((f, w, h) for w, h, f in sizes.values() if w * h > common.MAX_IMAGE_PIXELS), None)
     if huge:
-        raise DataError(f"{path}: image {huge[0]} is {huge[1]:g}x{huge[2]:g}, over {MAX_PIXELS:,} pixels "
-                        "(a decompression bomb, or not a photo)")
+        raise DataError(f"{path}: image {huge[0]} is {huge[1]:g}x{huge[2]:g}, over {common.MAX_IMAGE_PIXELS:,} "
+                        "pixels (a decompression bomb, or not a photo)")
     missing = [(i, f) for i, (_, _, f) in sizes.items() if not (image_dir / f).is_file()]
     if missing:
         raise DataError(f"{path}: {len(missing)} image file(s) missing under {image_dir}/, e.g. {missing[0][1]} "
                         f"(image id {missing[0][0]})")
-    empty = [f for _, _, f in sizes.values() if (image_dir / f).stat().st_size == 0]
-    if empty:
-        raise DataError(f"{image_dir / empty[0]}: empty image file ({len(empty)} such in {path.name})")
+    for _, _, f in sizes.values():  # decoded in full: an empty, truncated or non-image file fails here, not mid-run
+        common.check_image(image_dir / f, f"image of {path.name}")
     return d
 
 

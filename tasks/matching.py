@@ -131,9 +131,14 @@ def read_homography(path: Path) -> np.ndarray:
         h = np.loadtxt(path, dtype=np.float64)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read a homography ({e}); expected a 3x3 matrix (3 lines of 3 numbers)") from None
-    if h.shape != (3, 3) or not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-12:
-        raise DataError(f"{path}: expected a finite, invertible 3x3 matrix of numbers (3 lines of 3); "
-                        f"got shape {h.shape}")
+    expected = "expected a finite, invertible 3x3 matrix of numbers (3 lines of 3)"
+    if h.shape != (3, 3):
+        raise DataError(f"{path}: {expected}; got shape {h.shape}")
+    if not np.isfinite(h).all():
+        bad = np.argwhere(~np.isfinite(h))[0]
+        raise DataError(f"{path}: {expected}; entry (row {bad[0] + 1}, column {bad[1] + 1}) is {h[tuple(bad)]}")
+    if abs(np.linalg.det(h)) < 1e-12:
+        raise DataError(f"{path}: {expected}; this one is singular (determinant {np.linalg.det(h):.3g})")
     return h
 
 
@@ -759,9 +764,6 @@ class Matching(Task):
     def example_inputs(self, schedule, device="cpu"):
         h, w = self.SCHEDULES[schedule]["cost_size"]
         return (torch.zeros(1, 3, h, w, device=device),)
-
-    def forward_for_cost(self, model, x):
-        return model(x, mode="tensor")
 
     def format_metric(self, key, value):
         if value is None:

@@ -141,7 +141,7 @@ def _register():
             from backbones.layers import QConv2d
             from backbones.quantizers import BinaryWeightQuantizer
             on = runner.epoch >= self.switch_epoch
-            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            model = _unwrap(runner.model)
             for m in model.modules():
                 wq = getattr(m, "weight_quantizer", None)
                 if isinstance(m, QConv2d) and isinstance(wq, BinaryWeightQuantizer) and wq._active != on:
@@ -160,7 +160,7 @@ def _register():
             self.batches, self.dataloader = batches, dataloader
 
         def before_test(self, runner):
-            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            model = _unwrap(runner.model)
             loader = runner.build_dataloader(self.dataloader)
             n, seen = calibrate_int8(model, (model.data_preprocessor(b, False) for b in loader), self.batches)
             runner.logger.info(f"PTQ: {n} INT8 quantizers calibrated on {seen} training batches")
@@ -202,6 +202,12 @@ def _register():
                 params.append(dict(params=[p], **group))
 
 
+def _unwrap(model):
+    """The model inside mmengine's DDP / FSDP wrapper (itself when not wrapped)."""
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
 #: output-level distillation for dense tasks (a task's ``add_teacher`` picks one): the student's
 #: output of one submodule is pulled towards the FP32 teacher's, added to the task's own loss.
 #: kl: pixel-wise KL(teacher || student) of the class softmax (Structured KD's pixel-wise term,
@@ -219,7 +225,8 @@ def dense_kd_loss(kind: str, student, teacher, temperature: float = 1.0):
         return F.binary_cross_entropy_with_logits(s, t.sigmoid())
     log_p_s = F.log_softmax(s / temperature, dim=1)
     log_p_t = F.log_softmax(t / temperature, dim=1)
-    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean() * temperature ** 2
+    kl = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True)  # p_t * (log p_t - log p_s)
+    return kl.sum(1).mean() * temperature ** 2
 
 
 def OutputDistilled(model: dict, teacher: dict, module: str, loss: str, weight: float = 1.0,

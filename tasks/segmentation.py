@@ -404,10 +404,6 @@ class Segmentation(Task):
         h, w = SCHEDULES[schedule]["input_size"]
         return (torch.zeros(1, 3, h, w, device=device),)
 
-    def forward_for_cost(self, model, x):
-        # EncoderDecoder's tensor mode: backbone (+ neck) + decode head, logits at 1/8 (1/4 for FPN)
-        return model(x, mode="tensor")
-
     def format_metric(self, key, value):
         if isinstance(value, dict):
             return ", ".join(f"{k} {v:.3f}" for k, v in value.items())

@@ -511,9 +511,6 @@ class SuperResolution(Task):
         """One LR image at the schedule's cost size (short/gpu: 180x320, a 1280x720 output at x4)."""
         return (torch.zeros(1, 3, *SCHEDULES[schedule]["cost_lr"], device=device),)
 
-    def forward_for_cost(self, model, x):
-        return model(x, mode="tensor")
-
     def format_metric(self, key, value):
         if value is None:
             return ""

@@ -76,10 +76,12 @@ def test_missing_homography(seq_copy):
     _raises(seq_copy.parent, "H_1_4", "missing")
 
 
-@pytest.mark.parametrize("text", ["1 0 0\n0 1 0\n", "1 0 0\n0 one 0\n0 0 1\n", "0 0 0\n0 0 0\n0 0 0\n"])
-def test_malformed_homography(seq_copy, text):
+@pytest.mark.parametrize("text,why", [("1 0 0\n0 1 0\n", "got shape"), ("1 0 0\n0 one 0\n0 0 1\n", "one"),
+                                      ("0 0 0\n0 0 0\n0 0 0\n", "singular"),
+                                      ("1 0 0\n0 nan 0\n0 0 1\n", "entry (row 2, column 2) is nan")])
+def test_malformed_homography(seq_copy, text, why):
     (seq_copy / "H_1_3").write_text(text)
-    _raises(seq_copy.parent, "H_1_3", "3x3")
+    _raises(seq_copy.parent, "H_1_3", "3x3", why)
 
 
 def test_unreadable_image(seq_copy):

@@ -340,7 +340,6 @@ STOCK = {"centernet-binary": "centernet/centernet_r18_8xb16-crop512-140e_coco.py
 DETECTORS = {
     **{k: (lambda *_, c=c: _stock("mmdet", c), (None, None), "cpu") for k, c in STOCK.items()},
     "fcos-binary": (_fcos, _backbone(precision="binary"), "cpu"),
-    "retinanet-binealnet": (_retinanet, _backbone("binealnet"), "cpu"),
     "retinanet-int8": (_retinanet, _backbone("int8"), "cpu"),
     "retinanet-fp32": (_retinanet, _backbone("fp32"), "cpu"),
 }
