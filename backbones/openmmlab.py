@@ -12,6 +12,7 @@ and then use ``backbone=dict(type='BiNealNet', ...)``. Importing it also
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 
@@ -24,6 +25,7 @@ from mmengine.registry import MODELS as ENGINE_MODELS  # noqa: E402
 from mmengine.runner.checkpoint import CheckpointLoader  # noqa: E402
 
 from .binealnet import BiNealNet  # noqa: E402
+from .errors import BenchError  # noqa: E402
 from .layers import qconv, qdeconv, reset_quantizer_scales  # noqa: E402
 
 
@@ -59,10 +61,22 @@ def _atomic_put(self, obj: bytes, filepath) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filepath)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BenchError(f"{folder}: disk full while writing {os.path.basename(filepath)}; "
+                             f"{_last_good(folder)} (free some space, then rerun with --resume)") from None
         raise
+
+
+def _last_good(folder) -> str:
+    """What a run stopped by a full disk still has: the checkpoint last_checkpoint names, if any."""
+    try:
+        with open(os.path.join(folder, "last_checkpoint")) as f:
+            return f"the last good checkpoint is kept: {f.read().strip()}"
+    except OSError:
+        return "no checkpoint was written yet"
 
 
 from mmengine.fileio.backends.local_backend import LocalBackend  # noqa: E402

@@ -1,11 +1,13 @@
 """One benchmark run: task config -> mmengine Runner (train, test) -> cost -> JSON record."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-import re
 import platform
+import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -297,6 +299,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     if first:
         check_writable(Path(results_dir) / task_name)
     cfg = _prepare_cfg(cfg, resume, launcher, seed)
+    fresh = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
     args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
                 epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else recipe,
@@ -308,13 +311,14 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
 
     args["commit"] = commit()
     t0 = time.time()
-    runner = Runner.from_cfg(cfg)
-    _quiet_paramwise_log(runner)
-    if first and not untrained:
-        check_free_space(work_dir, Path(results_dir), _unwrap(runner.model))
-    if not untrained:
-        runner.train()
-    metrics = runner.test()
+    with _discarded_on_failure(work_dir, fresh and first):
+        runner = Runner.from_cfg(cfg)
+        _quiet_paramwise_log(runner)
+        if first and not untrained:
+            check_free_space(work_dir, Path(results_dir), _unwrap(runner.model))
+        if not untrained:
+            runner.train()
+        metrics = runner.test()
     state = next((h for h in runner.hooks if type(h).__name__ == "ResumableRunState"), None)
     parts = state.parts() if state is not None and not untrained else [time.time() - t0]
     wall = sum(parts)
@@ -342,6 +346,18 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         atomic_write(kept, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
         raise BenchError(f"could not write the record to {results_dir} ({e}); the finished run's record is kept "
                          f"at {kept} (copy it into {Path(results_dir) / task_name}/ and run `bench report`)") from None
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(work_dir: Path, made_here: bool):
+    """A run that fails before its first checkpoint (data the loaders refuse, a checkpoint that does
+    not fit) removes the work dir it made: no lock, config, logs or bench_run.json are left behind."""
+    try:
+        yield
+    except Exception:
+        if made_here and not any(work_dir.glob("*.pth")):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
 
 
 def _distributed(cfg, launcher, device) -> dict:
@@ -558,15 +574,16 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
                             **task.options_with_defaults(args["task_options"]))
     cfg = _prepare_cfg(cfg, False, "none")
     t0 = time.time()
-    runner = Runner.from_cfg(cfg)
-    try:  # strict: a checkpoint whose shapes do not fit (another class count, width) is an error, not a log line
-        runner.load_checkpoint(str(ckpt), map_location="cpu", strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise BenchError(f"{ckpt}: does not fit the {task_name} model built for {data_root} "
-                         f"({'; '.join(first[:3])[:400]})") from None
-    check_writable(Path(results_dir) / task_name)
-    metrics = runner.test()
+    with _discarded_on_failure(work_dir, not work_dir.exists()):
+        runner = Runner.from_cfg(cfg)
+        try:  # strict: a checkpoint whose shapes do not fit (another class count, width) is an error, not a log line
+            runner.load_checkpoint(str(ckpt), map_location="cpu", strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise BenchError(f"{ckpt}: does not fit the {task_name} model built for {data_root} "
+                             f"({'; '.join(first[:3])[:400]})") from None
+        check_writable(Path(results_dir) / task_name)
+        metrics = runner.test()
     epochs = args["epochs"] or task.SCHEDULES[args["schedule"]]["epochs"]  # what the checkpoint's run trained
     record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name, epochs)
     record["evaluated_checkpoint"] = str(ckpt)

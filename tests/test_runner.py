@@ -159,9 +159,9 @@ def test_bad_data_one_clear_line(tmp_path, capsys, cifar_root, kind, msg):
     line = _err(capsys)
     assert msg in line
     assert str(root) in line or kind in ("empty-class", "unreadable")
-    if kind == "unreadable":
+    if kind == "unreadable":  # found by the loader, after the runner was built: what it made is removed
         assert "0000.jpg" in line
-    assert not list((tmp_path / "res").rglob("*.json"))
+    assert not list((tmp_path / "res").rglob("*.json")) and not (tmp_path / "wd").exists()
 
 
 def test_results_dir_not_writable(tmp_path, capsys, cifar_root):
@@ -238,6 +238,14 @@ def test_eval_checkpoint_on_other_data(tmp_path, cifar_root):
     assert set(recs) == {cifar_root.name, "other"}
     # same images, same weights: same accuracy
     assert recs["other"]["metric"]["value"] == recs[cifar_root.name]["metric"]["value"]
+    # nine classes: the checkpoint does not fit, and the failed eval leaves no eval_* folder behind
+    nine = tmp_path / "nine"
+    shutil.copytree(cifar_root, nine)
+    for split in ("train", "test"):
+        shutil.rmtree(sorted((nine / split).iterdir())[-1])
+    assert main(["eval", "--task", "classification", "--checkpoint", str(tmp_path / "wd" / "epoch_1.pth"),
+                 "--data", str(nine), "--results-dir", str(tmp_path / "res")]) == 2
+    assert not (tmp_path / "wd" / "eval_nine").exists() and (tmp_path / "wd" / "eval_other").is_dir()
 
 
 def test_ablate_prints_seed_accuracies_beside_measured(tmp_path, capsys, cifar_root):
