@@ -452,6 +452,13 @@ def _engine_section(recs) -> list[str]:
     return lines
 
 
+def _peak_cell(r) -> str:
+    p = r.get("inner_loop_peak")
+    if not p:
+        return "-"
+    return f"{p['gmac_per_s']} ({p['path']}; whole backbone {r['binary_gmac_per_s_1T'] / p['gmac_per_s']:.2f}x of it)"
+
+
 def _isa_section(results_dir) -> list[str]:
     """Per instruction set: the peak model and floors (bench/roofline.py), and every --bench-224 record
     measured (one per CPU class we ran on)."""
@@ -464,8 +471,9 @@ def _isa_section(results_dir) -> list[str]:
              "(`bench roofline`: peak MACs per cycle from each instruction mix; a floor is compute only, every MAC at "
              "peak, memory free).", "",
              "| CPU (instruction set) | load at start | fp32 fastest (ms) | int8 fastest (ms) | binealnet (ms) | "
-             "binealnet / fastest int8 speed | binary GMAC/s | floors fp32 / int8 / binealnet (ms, nominal clock) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "binealnet / fastest int8 speed | binary GMAC/s | kernel inner-loop peak (GMAC/s) | floors fp32 / int8 / "
+             "binealnet (ms, nominal clock) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         f = r["fastest_1T"]
         fl = r.get("floor_ms_1T") or {}
@@ -473,6 +481,7 @@ def _isa_section(results_dir) -> list[str]:
                      f"| {r['machine'].get('load_avg_1min_at_start')} | {f['fp32']['ms']} ({f['fp32']['engine']}) | "
                      f"{f['int8']['ms']} ({f['int8']['engine']}) | {f['binealnet']['ms']} | "
                      f"{f['int8']['ms'] / f['binealnet']['ms']:.2f}x | {r['binary_gmac_per_s_1T']} | "
+                     f"{_peak_cell(r)} | "
                      f"{fl.get('fp32', '-')} / {fl.get('int8', '-')} / {fl.get('binealnet', '-')} at "
                      f"{r.get('floor_ghz')} GHz |")
     table, _ = roofline.floor_table()
@@ -533,6 +542,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                 rows[name][f"{e} {r['version']} (ONNX{' QDQ' if name == 'int8' else ''})"] = r["latency_ms_batch1"]
         macs[name] = roofline.backbone_macs(name, size)
     bmacs = macs["binealnet"]["binary"]
+    peak = inner_loop_peak()
     isa = roofline.this_cpu()
     ghz = _nominal_ghz()
     best = {n: min(r.items(), key=lambda kv: kv[1]["1"]) for n, r in rows.items()}
@@ -545,6 +555,10 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
         f, i, b = (min(v[t] for v in rows[n].values()) for n in ("fp32", "int8", "binealnet"))
         print(f"  {t}T fastest of each: int8/fp32 speed-up {f / i:.2f}x, binealnet/int8 speed-up {i / b:.2f}x, "
               f"binealnet/fp32 {f / b:.2f}x; binary {bmacs / 1e9:.2f} GMAC -> {bmacs / (b * 1e-3) / 1e9:.0f} binary GMAC/s")
+    if peak:
+        print(f"  packed kernel's inner loop alone ({peak['path']}, {peak['pixels']} pixels x 16 channels, L1-resident, "
+              f"1 thread): {peak['gmac_per_s']:.0f} binary GMAC/s; the whole binealnet backbone at 1T reaches "
+              f"{bmacs / (best['binealnet'][1]['1'] * 1e-3) / 1e9 / peak['gmac_per_s']:.2f}x of it")
     floors = {}
     if isa and ghz:
         for name in rows:
@@ -553,7 +567,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                   f"{best[name][1]['1']:.2f} ms = {floors[name] / best[name][1]['1']:.0%} of peak ({best[name][0]})")
     rec = dict(size=size, repeats=repeats, threads=list(threads), latency_ms_batch1=rows,
                fastest_1T={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best.items()}, macs=macs,
-               binary_gmac_per_s_1T=round(bmacs / (best["binealnet"][1]["1"] * 1e-3) / 1e9, 1),
+               binary_gmac_per_s_1T=round(bmacs / (best["binealnet"][1]["1"] * 1e-3) / 1e9, 1), inner_loop_peak=peak,
                floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
                commit=COMMIT, versions=_versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
                note="random weights; INT8 scales observed on random inputs; medians on a shared machine")
@@ -563,6 +577,22 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
         atomic_write(out, json.dumps(rec, indent=1, sort_keys=True) + "\n")
         print(f"record: {out}")
     return rec
+
+
+def inner_loop_peak(words=36, seconds=0.2, tries=5):
+    """The packed kernel's inner loop alone on this CPU (one thread, L1-resident data, its widest tile):
+    the best of ``tries`` runs of ~``seconds``; None when the kernels cannot be built."""
+    from backbones import deploy
+    from backbones.deploy import _ext
+    ok, path = deploy.available()
+    if not ok:
+        return None
+    ops = _ext.load()
+    pixels = 4 if path.startswith("avx512") else 2
+    rate = ops.tile_peak(words, 1000, pixels, "auto")
+    reps = max(1, int(rate * seconds / (words * pixels * 16 * 64)))
+    best = max(ops.tile_peak(words, reps, pixels, "auto") for _ in range(tries))
+    return dict(path=path, pixels=pixels, words=words, gmac_per_s=round(best / 1e9, 1))
 
 
 def _nominal_ghz():

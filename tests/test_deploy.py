@@ -56,7 +56,7 @@ CONFIGS = [(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 2, 2), (3, 1, 4, 4), (1, 2, 0, 1),
 @pytest.mark.parametrize("k,stride,padding,dilation", CONFIGS)
 # partial words, O below one 16-channel block, and (70, 37): two full blocks plus a partial one; 200 channels
 # give 3x3 windows of 36 words (the AVX2 byte counts are flushed every 31 words, mid-row); widths 9 and 5
-# (odd) run both the 2-pixel tiles and the 1-pixel remainder
+# (odd) run the widest tiles and the 1-pixel remainder
 @pytest.mark.parametrize("cin,cout", [(96, 10), (13, 5), (200, 7), (70, 37)])
 def test_packed_conv_equals_fake_quant_on_integers(k, stride, padding, dilation, cin, cout):
     torch.manual_seed(cin + k + dilation)
@@ -305,3 +305,13 @@ def test_deployed_segmentation_backbones_equal_fake_quant(strides, dilations):
     with torch.no_grad():
         for a, b in zip(deploy.deploy_backbone(bb, x)(x), bb(x)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+@needs_compiler
+def test_inner_loop_microbenchmark_runs_and_checks_its_input():
+    ops = _ext.load()
+    assert ops.tile_peak(8, 10, 2, "auto") > 0 and ops.tile_peak(8, 10, 4, "scalar") > 0
+    with pytest.raises(RuntimeError, match="pixels must be"):
+        ops.tile_peak(8, 10, 3, "auto")
+    with pytest.raises(RuntimeError, match="must be >= 1"):
+        ops.tile_peak(0, 10, 2, "auto")

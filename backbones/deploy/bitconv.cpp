@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -47,6 +48,7 @@ Path resolve(const std::string& p) {
 // pop = sum over the receptive field of popcount(a XOR w).
 constexpr int OB = 16;  // output channels per block (four AVX2 / two AVX-512 vectors of 64-bit lanes)
 constexpr int PB = 2;   // output pixels per tile (AVX2: 8 byte-count accumulators of 16 registers)
+constexpr int PB_MAX = 4;  // AVX-512 (32 registers): 4-pixel tiles, 8 accumulators; a weight load serves 4 pixels
 
 // The receptive field is read as runs of contiguous words: one per kernel row when dilation is 1 (the KW taps
 // of a row sit side by side in the packed NHWC layout), else one per tap. a: first pixel's top-left word;
@@ -166,13 +168,20 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void tile_avx512(const TileAr
 
 using Tile = void (*)(const TileArgs&, int32_t*);
 
-// {PB-pixel tile, 1-pixel tile (the row's remainder)}
-void tiles_for(Path p, Tile* full, Tile* one) {
-  if (p == AVX512) { *full = tile_avx512<PB>; *one = tile_avx512<1>; return; }
-  if (p == AVX2) { *full = tile_avx2<PB>; *one = tile_avx2<1>; return; }
-  if (__builtin_cpu_supports("popcnt")) { *full = tile_popcnt<PB>; *one = tile_popcnt<1>; return; }
-  *full = tile_scalar<PB>;
-  *one = tile_scalar<1>;
+// The tiles of a path, widest first: tiles[i] covers pixels[i] output pixels (a row's remainder takes the
+// widest that fits). AVX-512 has the registers for 4-pixel tiles (8 accumulators): each weight vector
+// loaded then serves 4 XORs, and the per-tile work (setup, epilogue) is spread over twice the pixels.
+struct Tiles {
+  int n;
+  int pixels[3];
+  Tile tile[3];
+};
+
+Tiles tiles_for(Path p) {
+  if (p == AVX512) return {3, {4, 2, 1}, {tile_avx512<4>, tile_avx512<2>, tile_avx512<1>}};
+  if (p == AVX2) return {2, {PB, 1, 0}, {tile_avx2<PB>, tile_avx2<1>, nullptr}};
+  if (__builtin_cpu_supports("popcnt")) return {2, {PB, 1, 0}, {tile_popcnt<PB>, tile_popcnt<1>, nullptr}};
+  return {2, {PB, 1, 0}, {tile_scalar<PB>, tile_scalar<1>, nullptr}};
 }
 
 // ---------------------------------------------------------------- epilogue
@@ -358,8 +367,7 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
   const float* pr = has_res ? residual.data_ptr<float>() : nullptr;
   void* po = out.data_ptr();
   const Path p = resolve(path);
-  Tile tile_full, tile_one;
-  tiles_for(p, &tile_full, &tile_one);
+  const Tiles tiles = tiles_for(p);
   // weights re-laid out in blocks of OB channels (see the tiles); channels past O are zero words
   const int64_t NB = (O + OB - 1) / OB;
   std::vector<uint64_t> wb(NB * Kw * OB, 0);
@@ -378,15 +386,17 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
   const int64_t R = N * Ho, G = std::max<int64_t>(1, std::min<int64_t>(NB, (128 << 10) / (Kw * OB * 8)));
   const int64_t NG = (NB + G - 1) / G;
   at::parallel_for(0, NG * R * G, 1, [&](int64_t i0, int64_t i1) {
-    int32_t pop[PB * OB];
+    int32_t pop[PB_MAX * OB];
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
       if (b >= NB) continue;  // the last group's missing blocks
       const int64_t o0 = b * OB, no = std::min<int64_t>(OB, O - o0);
       const TileArgs t0{nullptr, stride * Cw, runs.data(), nruns, len, wb.data() + b * Kw * OB};
       const uint64_t* row = px + (n * Hp + oy * stride) * Wp * Cw;
-      for (int64_t ox = 0; ox < Wo; ox += PB) {
-        const int64_t np = std::min<int64_t>(PB, Wo - ox);
+      for (int64_t ox = 0, np = 0; ox < Wo; ox += np) {
+        int ti = 0;
+        while (tiles.pixels[ti] > Wo - ox) ++ti;  // the widest tile that fits (the last covers 1 pixel)
+        np = tiles.pixels[ti];
         TileArgs t = t0;
         t.a = row + ox * stride * Cw;
         // fetch the epilogue's residual and output lines now, so they arrive while the tile computes
@@ -395,7 +405,7 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
           if (pr) __builtin_prefetch(pr + base0 + q * O, 0);
           __builtin_prefetch(static_cast<char*>(po) + (base0 + q * O) * 4, 1);
         }
-        (np == PB ? tile_full : tile_one)(t, pop);
+        tiles.tile[ti](t, pop);
         for (int64_t q = 0; q < np; ++q) {
           const int64_t base = ((n * Ho + oy) * Wo + ox + q) * O + o0;
           void* o = as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base)
@@ -407,6 +417,35 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
     }
   });
   return out;
+}
+
+// Microbenchmark of the inner loop alone: one tile (``pixels`` output pixels x OB channels) over a run of
+// ``words`` words whose activations and weights sit in L1, called ``reps`` times on the calling thread.
+// Returns binary MACs per second (64 per word, per pixel, per channel): the peak the conv's tiles can reach.
+double tile_peak(int64_t words, int64_t reps, int64_t pixels, std::string path) {
+  TORCH_CHECK(words >= 1 && reps >= 1, "tile_peak: words and reps must be >= 1");
+  TORCH_CHECK(pixels == 1 || pixels == PB || pixels == 4, "tile_peak: pixels must be 1, ", PB, " or 4");
+  const Path p = resolve(path);
+  Tile tile = pixels == 1 ? (p == AVX512 ? tile_avx512<1> : p == AVX2 ? tile_avx2<1> : tile_scalar<1>)
+            : pixels == 2 ? (p == AVX512 ? tile_avx512<2> : p == AVX2 ? tile_avx2<2> : tile_scalar<2>)
+                          : (p == AVX512 ? tile_avx512<4> : p == AVX2 ? tile_avx2<4> : tile_scalar<4>);
+  std::vector<uint64_t> a(words * pixels), w(words * OB);
+  uint64_t s = 0x9E3779B97F4A7C15ull;  // xorshift: bits that do not compress
+  for (auto& v : a) v = (s ^= s << 13, s ^= s >> 7, s ^= s << 17);
+  for (auto& v : w) v = (s ^= s << 13, s ^= s >> 7, s ^= s << 17);
+  const int64_t run0 = 0;
+  const TileArgs t{a.data(), words, &run0, 1, words, w.data()};
+  int32_t pop[PB_MAX * OB];
+  int64_t sink = 0;
+  tile(t, pop);  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r) {
+    tile(t, pop);
+    sink += pop[r % (pixels * OB)];
+  }
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  TORCH_CHECK(sink >= 0, "tile_peak: impossible popcount sum");  // keeps the calls
+  return static_cast<double>(reps) * words * pixels * OB * 64 / sec;
 }
 
 std::string cpu_path(std::string path) {
@@ -421,4 +460,5 @@ TORCH_LIBRARY(binealbench, m) {
   m.def("binary_conv(Tensor xp, Tensor wp, int C, int KH, int KW, int stride, int dilation, Tensor scale, "
         "Tensor bias, Tensor residual, str path) -> Tensor", &binary_conv);
   m.def("cpu_path(str path) -> str", &cpu_path);
+  m.def("tile_peak(int words, int reps, int pixels, str path) -> float", &tile_peak);
 }
