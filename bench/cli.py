@@ -181,13 +181,24 @@ def cmd_compare(a):
     if a.seeds is not None and a.seed is not None:
         raise BenchError("give --seed or --seeds, not both")
     seeds = a.seeds if a.seeds is not None else [kw["seed"]]
-    for seed in seeds:  # each seed is a whole comparison, its own fp32 teacher included
-        kw["seed"], teacher = seed, given_teacher
-        for b in names:
-            rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)
-            _print_record(rec, path)
-            if b == "fp32" and needs_teacher and not teacher:
-                teacher = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
+    widths = [kw.get("width")]
+    if a.widths is not None:  # a width sweep: each width a whole comparison (its own fp32 teacher included)
+        from .tradeoff import parse_widths
+        if "width" not in task.OPTIONS:
+            raise BenchError(f"task {a.task} has no width option: --widths does not apply")
+        if kw.get("width") is not None:
+            raise BenchError("give --width or --widths, not both")
+        widths = parse_widths(a.widths)
+    for width in widths:
+        if width is not None:
+            kw["width"] = width
+        for seed in seeds:  # each seed is a whole comparison, its own fp32 teacher included
+            kw["seed"], teacher = seed, given_teacher
+            for b in names:
+                rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)
+                _print_record(rec, path)
+                if b == "fp32" and needs_teacher and not teacher:
+                    teacher = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
     for p in report(kw.get("results_dir", RESULTS_DIR)):
         print("wrote", p)
 
@@ -355,6 +366,9 @@ def build_parser(task_name=None, cmd=None):
     _add_run_args(c, task, with_backbone=False)
     default_rows = ",".join(list(backbones.PRESETS) + list(task.BASELINES if task else ()))
     c.add_argument("--backbones", default=default_rows, help=f"comma-separated (default {default_rows})")
+    c.add_argument("--widths", default=None, metavar="W,W,...",
+                   help="a width sweep: every backbone at each width (e.g. 0.5,1.0,1.5,2.0); records carry the width; "
+                   "python -m bench.tradeoff then draws the fronts and iso-cost columns")
     c.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
                    help="run the whole comparison once per seed, e.g. 0,1,2 (instead of --seed); the tables add "
                         "a mean row over the seeds")
