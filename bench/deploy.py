@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from tasks.base import BenchError
 
-from .results import RESULTS_DIR, atomic_write, check_writable
+from .records import RESULTS_DIR, atomic_write, check_writable, portable
 from .runner import COMMIT, _versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,15 +75,17 @@ def split_tensors(cfg, split):
 def recorded_metric(ckpt, args, results_dir=None):
     """The metric the run's own record holds, and that record's path (looked up in ``results_dir`` if
     given, the results dir beside the work dir, then the repository's); (None, None) when there is none."""
-    from .runner import run_name
-    name = run_name(args["backbone"], args.get("variant"), args["schedule"], args.get("epochs"), args["data"],
-                    args.get("seed", 0), dict(args.get("task_options", {}),
-                                              **({"recipe": args["recipe"]} if args.get("recipe") else {})))
-    for d in ([Path(results_dir)] if results_dir else []) + [Path(ckpt).parent.parent / "results", RESULTS_DIR]:
-        f = d / args.get("task", "classification") / f"{name}.json"
-        if f.is_file():
-            return json.loads(f.read_text())["metric"]["value"], str(f)
+    from .records import record_of_checkpoint
+    f = record_of_checkpoint(ckpt, args, ([Path(results_dir)] if results_dir else []) +
+                             [Path(ckpt).parent.parent / "results", RESULTS_DIR])
+    if f is not None:
+        return json.loads(f.read_text())["metric"]["value"], str(f)
     return None, None
+
+
+def _run_of(ckpt, args, rec_file) -> str:
+    """A deploy record's name: the run it deployed (its record's, else its bench_run.json's, else its work dir's)."""
+    return Path(rec_file).stem if rec_file else args.get("run") or Path(ckpt).parent.name
 
 
 # ---------------------------------------------------------------- measuring
@@ -278,8 +280,8 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         max_rel_feature_diff=feature_diff,
         timing_note="medians; see load_avg_1min_at_start for how busy the machine was", commit=COMMIT,
         versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats}")
-    out = Path(results_dir) / "deploy" / task.NAME / f"{args['backbone']}_{args['schedule']}_{ckpt.parent.name}.json"
-    atomic_write(out, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    out = Path(results_dir) / "deploy" / task.NAME / f"{_run_of(ckpt, args, rec_file)}.json"
+    atomic_write(out, json.dumps(portable(rec), indent=1, sort_keys=True) + "\n")
     write_table(results_dir)
     return rec
 
@@ -347,9 +349,8 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
         machine=machine, timing_note="medians; see load_avg_1min_at_start for how busy the machine was",
         commit=COMMIT, versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
     )
-    name = f"{args['backbone']}{'-' + args['variant'] if args.get('variant') else ''}_{args['schedule']}_{ckpt.parent.name}"
-    out = Path(results_dir) / "deploy" / "classification" / f"{name}.json"
-    atomic_write(out, json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    out = Path(results_dir) / "deploy" / "classification" / f"{_run_of(ckpt, args, rec_file)}.json"
+    atomic_write(out, json.dumps(portable(rec), indent=1, sort_keys=True) + "\n")
     write_table(results_dir)
     return rec
 

@@ -28,21 +28,33 @@ class StopOnNonFiniteLoss(Hook):
 
 @HOOKS.register_module()
 class ProgressBarHook(Hook):
-    """A tqdm bar per training epoch (disabled automatically when stderr is not a terminal)."""
+    """One tqdm bar per run over every training iteration, written to the terminal even when the
+    console output goes to the run's log file (disabled when stderr is not a terminal)."""
 
     priority = "LOW"
 
-    def before_train_epoch(self, runner):
+    def __init__(self, desc: str = "training"):
+        self.desc = desc
+
+    def before_train(self, runner):
+        import sys
+
         from tqdm import tqdm
-        self.bar = tqdm(total=len(runner.train_dataloader), desc=f"epoch {runner.epoch + 1}/{runner.max_epochs}",
-                        leave=False, disable=None, dynamic_ncols=True)
+        left = (runner.max_epochs - runner.epoch) * len(runner.train_dataloader)
+        self.bar = tqdm(total=left, desc=self.desc, file=sys.__stderr__, disable=None, dynamic_ncols=True,
+                        leave=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} it "
+                                               "[{elapsed}<{remaining}{postfix}]")
+
+    def before_train_epoch(self, runner):
+        self.bar.set_postfix_str(f"epoch {runner.epoch + 1}/{runner.max_epochs}")
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self.bar.update(1)
         if outputs and "loss" in outputs:
-            self.bar.set_postfix(loss=f"{float(outputs['loss'].detach()):.3f}")
+            self.bar.set_postfix_str(f"epoch {runner.epoch + 1}/{runner.max_epochs}, "
+                                     f"loss {float(outputs['loss'].detach()):.3f}", refresh=False)
 
-    def after_train_epoch(self, runner):
+    def after_train(self, runner):
         self.bar.close()
 
 

@@ -21,7 +21,7 @@ from tasks.recipes import TASK_DEFAULT
 
 from .errors import BenchError
 from .reference import SEED_CIFAR10_TOP1
-from .records import RESULTS_DIR, atomic_write, check_writable, write_record
+from .records import RESULTS_DIR, atomic_write, check_writable, identity, portable, run_name, write_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,15 +77,6 @@ def device_name(device: str) -> str:
     return f"cpu: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
-def run_name(backbone, variant, schedule, epochs, data_root, seed, task_opts) -> str:
-    parts = [backbone + (f"-{variant}" if variant else ""), schedule + (f"{epochs}ep" if epochs else ""),
-             Path(data_root).name]
-    # option values may be paths: keep the name one safe file name
-    safe = lambda v: re.sub(r"[^A-Za-z0-9._=+-]+", "_", str(v)).strip("._") or "_"  # noqa: E731
-    parts += [f"{k}-{safe(v)}" for k, v in sorted(task_opts.items()) if v is not None]
-    return "_".join(parts) + f"_s{seed}"
-
-
 def check_args(task_name, backbone, variant, schedule, epochs, device):
     """Every bad option becomes one clear line before anything is built."""
     task = tasks.get(task_name)
@@ -107,7 +98,7 @@ def check_args(task_name, backbone, variant, schedule, epochs, device):
     return task
 
 
-def _prepare_cfg(cfg, resume, launcher, seed=0):
+def _prepare_cfg(cfg, resume, launcher, seed=0, desc="training"):
     """What the runner adds to every task's config: hooks the task did not set itself (a task's
     own choice wins), the NaN stop, the progress bar, the resume state, and their imports."""
     cfg.launcher = launcher
@@ -120,7 +111,8 @@ def _prepare_cfg(cfg, resume, launcher, seed=0):
     cfg.default_hooks = hooks
     if cfg.get("train_dataloader") is not None:
         cfg.custom_hooks = list(cfg.get("custom_hooks", [])) + [
-            dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook"), dict(type="ResumableRunState", seed=seed)]
+            dict(type="StopOnNonFiniteLoss"), dict(type="ProgressBarHook", desc=desc),
+            dict(type="ResumableRunState", seed=seed)]
     cfg.custom_imports = dict(imports=["bench.hooks"] + list(cfg.get("custom_imports", {}).get("imports", [])),
                               allow_failed_imports=False)
     # Config.fromfile would import these; a Config built in Python must do it itself
@@ -145,6 +137,28 @@ def build_task_model(task_name, backbone, schedule, data=None, **task_opts):
         import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(cfg.default_scope)
     return task, MODELS.build(cfg.model)
+
+
+@contextlib.contextmanager
+def console_to(log: Path | None):
+    """Send what a run prints (mmengine's log, its warnings) to ``log`` instead of the console; the full
+    mmengine log is in the work dir either way. None: leave the console alone (``--verbose``)."""
+    if log is None:
+        yield
+        return
+    import logging
+    import sys
+    with open(log, "a") as f:
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
+        finally:  # mmengine's loggers bound their console handler to the file: warnings only, to the console
+            from mmengine.logging import MMLogger
+            for logger in list(MMLogger._instance_dict.values()) + [logging.root]:
+                for h in logger.handlers:
+                    if isinstance(h, logging.StreamHandler) and h.stream is f:
+                        h.setStream(sys.stdout)
+                        h.setLevel(logging.WARNING)
 
 
 def _quiet_paramwise_log(runner):
@@ -259,9 +273,10 @@ def _teacher(task, teacher, schedule, data_root, device):
 
 
 def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=None, device="cpu", work_dir=None,
-        resume=False, seed=0, launcher="none", results_dir=RESULTS_DIR, recipe=None, teacher=None,
+        resume=False, seed=0, launcher="none", results_dir=RESULTS_DIR, recipe=None, teacher=None, verbose=False,
         **task_opts) -> tuple[dict, Path]:
-    """Train + test one (task, backbone, variant) and write its record; returns (record, path)."""
+    """Train + test one (task, backbone, variant) and write its record; returns (record, path). Unless
+    ``verbose``, mmengine's console output goes to ``<work dir>/console.log`` and only a progress bar shows."""
     task = check_args(task_name, backbone, variant, schedule, epochs, device)
     task_opts = {k: v for k, v in task_opts.items() if v is not None}  # as given: names the run
     resolved = task.options_with_defaults(task_opts)
@@ -272,13 +287,9 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
 
     data_root = Path(data) if data else task.DEFAULT_DATA
     task.validate_data(data_root)
-    name = run_name(backbone, variant, schedule, epochs, data_root, seed,
-                    dict(task_opts, **({"recipe": recipe} if recipe else {})))
-    work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
-    if resume:
-        _verified_last_checkpoint(work_dir)
-    cfg = task.build_config(backbone, data_root, schedule, work_dir, seed, epochs=epochs, device=device,
-                            variant=variant, **resolved)  # writes nothing: bad options fail here
+    # the work dir is named after the resolved config, so the config is built first and pointed at it after
+    cfg = task.build_config(backbone, data_root, schedule, Path(work_dir or REPO / "work_dirs"), seed, epochs=epochs,
+                            device=device, variant=variant, **resolved)  # writes nothing: bad options fail here
     # nothing to train: a reference row without a training loop (bicubic, SIFT; detection's
     # frozen-random trains its neck and head), or a recipe that only calibrates (PTQ)
     untrained = cfg.get("train_cfg") is None
@@ -294,14 +305,22 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         recipes.apply(cfg, the_recipe, device, teacher)
         untrained = untrained or not the_recipe.train
     init_meta = _check_init_from(cfg, Path(resolved["init_from"])) if resolved.get("init_from") else None
+    ident = identity(task_name, backbone, variant, cfg.get("bench", {}), the_recipe.name if the_recipe else TASK_DEFAULT,
+                     schedule, 0 if untrained else cfg.train_cfg.max_epochs, data_root.name, seed, resolved, init_meta,
+                     teacher_meta)
+    name = run_name(ident)
+    work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
+    cfg.work_dir = str(work_dir)
+    if resume:
+        _verified_last_checkpoint(work_dir)
     launch = _distributed(cfg, launcher, device)
     first = launch["rank"] == 0  # one process checks, locks and writes; all of them train
     if first:
         check_writable(Path(results_dir) / task_name)
-    cfg = _prepare_cfg(cfg, resume, launcher, seed)
+    cfg = _prepare_cfg(cfg, resume, launcher, seed, desc=f"{backbone}{'-' + variant if variant else ''} seed {seed}")
     fresh = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
-    args = dict(task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
+    args = dict(run=name, task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
                 epochs=epochs, seed=seed, task_options=task_opts, recipe=the_recipe.name if the_recipe else recipe,
                 teacher=str(teacher) if teacher else None)
     if first:
@@ -311,7 +330,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
 
     args["commit"] = commit()
     t0 = time.time()
-    with _discarded_on_failure(work_dir, fresh and first):
+    with _discarded_on_failure(work_dir, fresh and first), console_to(None if verbose else work_dir / "console.log"):
         runner = Runner.from_cfg(cfg)
         _quiet_paramwise_log(runner)
         if first and not untrained:
@@ -326,6 +345,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         return {}, None
     model = _unwrap(runner.model)
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if untrained else runner.max_epochs)
+    record["identity"] = ident
     record["wall_s_parts"] = parts  # more than one after --resume
     if state is not None and not untrained:
         record["history"] = state.history  # per-epoch train losses and validations (bench/hooks.py)
@@ -333,12 +353,13 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     if os.environ.get("BENCH_CAMPAIGN"):  # started by `bench campaign`: its manifest, run id and spec hash
         record["campaign"] = json.loads(os.environ["BENCH_CAMPAIGN"])
     if init_meta is not None:  # the pretrained backbone's run: its data, schedule and time are part of this one's
-        record["init_from"] = {"checkpoint": str(resolved["init_from"]), "run": init_meta,
+        record["init_from"] = {"checkpoint": str(resolved["init_from"]), "run_id": ident["init_from"], "run": init_meta,
                                "wall_s": init_meta.get("wall_s")}
     # the run's own time beside its checkpoints: a student's record adds its teacher's
     atomic_write(work_dir / "bench_run.json", json.dumps(dict(args, wall_s=wall), indent=1))
     if teacher_meta is not None:
-        record["teacher"] = {"checkpoint": str(teacher), "run": teacher_meta, "wall_s": teacher_meta.get("wall_s")}
+        record["teacher"] = {"checkpoint": str(teacher), "run_id": ident["teacher"], "run": teacher_meta,
+                             "wall_s": teacher_meta.get("wall_s")}
     try:
         return record, write_record(record, results_dir)
     except (BenchError, OSError) as e:  # a full or vanished results folder: the finished run is not lost
@@ -565,13 +586,16 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
     task = tasks.get(task_name)
     data_root = Path(data)
     task.validate_data(data_root)
+    evaluated_run = dict(args)
     args["data"] = str(data_root)
-    name = run_name(args["backbone"], args["variant"], args["schedule"], args["epochs"], data_root, args["seed"],
-                    args["task_options"]) + f"_eval-{ckpt.parent.name}"
     work_dir = ckpt.parent / f"eval_{data_root.name}"
+    resolved = task.options_with_defaults(args["task_options"])
     cfg = task.build_config(args["backbone"], data_root, args["schedule"], work_dir, args["seed"],
-                            epochs=args["epochs"], device=device, variant=args["variant"],
-                            **task.options_with_defaults(args["task_options"]))
+                            epochs=args["epochs"], device=device, variant=args["variant"], **resolved)
+    epochs = args["epochs"] or task.SCHEDULES[args["schedule"]]["epochs"]  # what the checkpoint's run trained
+    ident = identity(task_name, args["backbone"], args["variant"], cfg.get("bench", {}), TASK_DEFAULT, args["schedule"],
+                     epochs, data_root.name, args["seed"], resolved, evaluated_run=evaluated_run)
+    name = run_name(ident)
     cfg = _prepare_cfg(cfg, False, "none")
     t0 = time.time()
     with _discarded_on_failure(work_dir, not work_dir.exists()):
@@ -584,7 +608,6 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
                              f"({'; '.join(first[:3])[:400]})") from None
         check_writable(Path(results_dir) / task_name)
         metrics = runner.test()
-    epochs = args["epochs"] or task.SCHEDULES[args["schedule"]]["epochs"]  # what the checkpoint's run trained
     record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name, epochs)
-    record["evaluated_checkpoint"] = str(ckpt)
+    record.update(identity=ident, evaluated_checkpoint=str(ckpt), evaluated_run=evaluated_run)
     return record, write_record(record, results_dir)

@@ -42,12 +42,12 @@ if [ "${MODE:-main}" = main ]; then
   # Each eager run leaves the GPU mostly idle (launch-bound at batch 256), so independent runs share
   # it: their wall times are contended figures. Phase 1 needs nothing; phase 2 needs phase 1's fp32.
   echo "== phase 1: fp32 and int8 under their default recipes; binary-activations with sgd-warmup ($SECONDS s)"
-  run --backbone fp32 --schedule "$SCHEDULE" &
+  run --backbone fp32 --schedule "$SCHEDULE" --work-dir "work_dirs/teachers/classification_fp32_$SCHEDULE" &
   run --backbone int8 --schedule "$SCHEDULE" &
   run --backbone binealnet --variant binary-activations --schedule "$SCHEDULE" --epochs "${ABLATION_EPOCHS:-4}" \
       --recipe sgd-warmup --work-dir work_dirs/ablate_binary-activations_sgd-warmup &
   wait
-  T=$(cat "work_dirs/classification/fp32_${SCHEDULE}_$(basename "$DATA")_s0/last_checkpoint")
+  T=$(cat "work_dirs/teachers/classification_fp32_$SCHEDULE/last_checkpoint")
   [ -f "$T" ] || { echo "no fp32 checkpoint: stopping"; exit 1; }
   echo "== phase 2: binealnet distilled from it (default adamw-kd); int8 PTQ, then QAT from it ($SECONDS s)"
   run --backbone binealnet --schedule "$SCHEDULE" --teacher "$T" &

@@ -18,7 +18,9 @@ $PY -m bench.cli compare --task classification --schedule "$PRE" --data "$CIFAR"
 # any precision can stall at the floor (results/NOTES.md), so one seed cannot rank them
 for s in ${DET_SEEDS:-0}; do
   for b in fp32 int8 binealnet; do
-    ckpt=$(cat "work_dirs/classification/${b}_${PRE}_$(basename "$CIFAR")_s0/last_checkpoint")
+    # the newest classifier of this backbone at this schedule (run names: bench/records.py run_name)
+    run_dir=$(ls -td work_dirs/classification/"${b}"_*_"${PRE}"-*ep_"$(basename "$CIFAR")"_*s0 | head -1)
+    ckpt=$(cat "$run_dir/last_checkpoint")
     $PY -m bench.cli run --task detection --schedule "$DET_SCHEDULE" --data "$DET_DATA" --device "$DEVICE" \
         --backbone "$b" --init-from "$ckpt" --seed "$s"
   done

@@ -10,8 +10,8 @@ DATA=${DATA:-../shared/data/cifar10-jpeg}
 WIDTH=${WIDTH:-0.5}
 PY=${PY:-.venv/bin/python}  # run from another worktree: PY=/path/to/.venv/bin/python
 B="$PY -m bench.cli run --task classification --schedule sweep --data $DATA --seed 0 --width $WIDTH"
-TEACHER_DIR=work_dirs/classification/fp32_sweep_$(basename "$DATA")_recipe-adamw_width-${WIDTH}_s0
-ls results/classification/fp32_sweep_*recipe-adamw_width-${WIDTH}_* >/dev/null 2>&1 || $B --backbone fp32 --recipe adamw
+TEACHER_DIR=work_dirs/sweep-teachers/classification_fp32_adamw_width-${WIDTH}
+[ -f "$TEACHER_DIR/last_checkpoint" ] || $B --backbone fp32 --recipe adamw --work-dir "$TEACHER_DIR"
 TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
 $B --backbone binealnet --recipe sgd
 $B --backbone binealnet --recipe adamw

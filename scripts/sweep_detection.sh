@@ -13,8 +13,8 @@ SCHEDULE=${SCHEDULE:-sweep}
 RESULTS=${RESULTS:-results}
 PY=${PY:-.venv/bin/python}  # run from another worktree: PY=/path/to/.venv/bin/python
 B="$PY -m bench.cli run --task detection --schedule $SCHEDULE --data $DATA --seed 0 --width $WIDTH --results-dir $RESULTS"
-TEACHER_DIR=work_dirs/detection/fp32_${SCHEDULE}_$(basename "$DATA")_width-${WIDTH}_s0
-$B --backbone fp32
+TEACHER_DIR=work_dirs/sweep-teachers/detection_fp32_${SCHEDULE}_width-${WIDTH}
+$B --backbone fp32 --work-dir "$TEACHER_DIR"
 TEACHER=$(cat "$TEACHER_DIR/last_checkpoint")
 $B --backbone binealnet
 $B --backbone int8

@@ -285,7 +285,7 @@ def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
     (f,) = (res / "deploy" / task).glob("*.json")
     d = json.loads(f.read_text())
     (run_rec,) = (res / task).glob("*.json")
-    assert d["timed"] == "backbone" and d["record"] == str(run_rec)
+    assert d["timed"] == "backbone" and Path(d["record"]).name == run_rec.name  # no machine path in a record
     assert d["metric_fake_quant"] == json.loads(run_rec.read_text())["metric"]["value"] == d["metric_recorded"]
     assert d["max_rel_feature_diff"] < (1e-4 if backbone == "binealnet" else 0.1)  # INT8: one extra rounding
     assert d["export_bytes"] > 0 and d["latency_ms_batch1"]["1"] > 0
