@@ -1,4 +1,4 @@
-# Two commands on a fresh clone: `make demo` (bench run on the embedded sample) and `make test`.
+# Two commands on a fresh clone: `make demo` (binealnet vs int8 vs fp32 on the embedded sample) and `make test`.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +14,7 @@ $(BIN)/bench: pyproject.toml
 venv: $(BIN)/bench
 
 demo: venv
-	$(BIN)/bench run --task classification --backbone binealnet --schedule smoke --results-dir work_dirs/demo-results
+	$(BIN)/bench compare --task classification --schedule smoke --results-dir work_dirs/demo-results
 
 test: venv
 	$(BIN)/python -m pytest -q tests

@@ -42,6 +42,8 @@ def _add_run_args(p, task, with_backbone=True):
                    help="multi-process training: torchrun --nproc-per-node N -m bench.cli run ... --launcher pytorch "
                         "(gloo on CPU, NCCL on CUDA); the schedule's batch is the global batch, split over the N")
     p.add_argument("--results-dir", default=None, help="where records go (default results/)")
+    p.add_argument("--verbose", action="store_true", help="show mmengine's full log on the console (default: a "
+                                                           "progress bar; the log goes to <work dir>/console.log)")
     defaults = ", ".join(f"{b}={r}" for b, r in task.DEFAULT_RECIPES.items()) if task else ""
     p.add_argument("--recipe", default=None,
                    help="how the backbone is trained (tasks/recipes.py; see `bench list`); with compare/ablate "
@@ -131,7 +133,7 @@ def _recipes(spec, backbone_names):
 
 def _run_kwargs(a):
     kw = dict(data=a.data, schedule=a.schedule, epochs=a.epochs, device=a.device, resume=a.resume, seed=a.seed or 0,
-              launcher=a.launcher, teacher=a.teacher, **_parse_opts(a.task, a))
+              launcher=a.launcher, teacher=a.teacher, verbose=a.verbose, **_parse_opts(a.task, a))
     if a.results_dir:
         kw["results_dir"] = Path(a.results_dir)
     return kw
@@ -189,6 +191,10 @@ def cmd_compare(a):
         if kw.get("width") is not None:
             raise BenchError("give --width or --widths, not both")
         widths = parse_widths(a.widths)
+    if not a.verbose:
+        print(f"bench compare: {a.task}, {', '.join(names)} at schedule {a.schedule}, seed(s) "
+              f"{', '.join(map(str, seeds))}; each run's log: work_dirs/{a.task}/<run>/console.log (--verbose: here)")
+    done = []
     for width in widths:
         if width is not None:
             kw["width"] = width
@@ -197,10 +203,17 @@ def cmd_compare(a):
             for b in names:
                 rec, path = run(a.task, b, recipe=recipes.get(b), teacher=teacher if uses_teacher(b) else None, **kw)
                 _print_record(rec, path)
+                done.append(rec)
                 if b == "fp32" and needs_teacher and not teacher:
                     teacher = (Path(rec["config"]["work_dir"]) / "last_checkpoint").read_text().strip()
-    for p in report(kw.get("results_dir", RESULTS_DIR)):
-        print("wrote", p)
+    written = report(kw.get("results_dir", RESULTS_DIR))
+    if a.verbose:
+        for p in written:
+            print("wrote", p)
+    else:
+        print(f"tables rebuilt from every record: {', '.join(str(p) for p in written if p.suffix == '.md')}")
+    from .tables import console_table
+    print(console_table([r for r in done if r]))
 
 
 def cmd_ablate(a):
@@ -229,7 +242,11 @@ def cmd_eval(a):
 def cmd_report(a):
     from .records import RESULTS_DIR
     from .tables import report
-    for p in report(Path(a.results_dir) if a.results_dir else RESULTS_DIR):
+    folder = Path(a.results_dir) if a.results_dir else RESULTS_DIR
+    written = report(folder)
+    if not written:
+        print(f"bench report: nothing to report: no records in {folder}/<task>/*.json (`bench run` writes them)")
+    for p in written:
         print("wrote", p)
 
 

@@ -152,7 +152,7 @@ def test_compare_trains_the_teacher_first_and_reports_from_records(tmp_path, cif
     md = (res / "classification.md").read_text()
     assert "recipe=adamw-kd" in md and "| int8 |" in md and "OPs (M)" in md
     assert (res / "classification.png").stat().st_size > 1000
-    overview = (res / "README.md").read_text()
+    overview = (res / "classification.md").read_text()
     ratio = recs["binealnet"]["cost"]["ops"] / recs["int8"]["cost"]["ops"]
     assert f"| {ratio:.3f} |" in overview  # the untrained PTQ row sits in the trained rows' group
     # report again from the records alone: the same table
@@ -309,7 +309,7 @@ def test_compare_over_seeds_distils_each_seed_from_its_own_teacher(tmp_path, cif
     for r in recs:
         if r["backbone"] == "binealnet":
             assert r["teacher"]["run"]["seed"] == r["seed"]
-    assert "mean of seeds 0, 1" in (res / "README.md").read_text()
+    assert "mean of seeds 0, 1" in (res / "classification.md").read_text()
 
 
 @pytest.mark.parametrize("args,msg", [(["--seeds", "0,0"], "a seed is listed twice"),

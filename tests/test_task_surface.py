@@ -305,9 +305,9 @@ def test_overview_columns_from_known_records(tmp_path):
     for r in recs:
         results.write_record(r, tmp_path)
     results.report(tmp_path)
-    row = next(line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif"))
+    row = next(line for line in (tmp_path / "classification.md").read_text().splitlines() if line.startswith("| [classif"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    header = next(line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| task"))
+    header = next(line for line in (tmp_path / "classification.md").read_text().splitlines() if line.startswith("| task"))
     col = dict(zip([c.strip() for c in header.strip("|").split("|")], cells))
     assert (col["binealnet"], col["int8"], col["fp32"]) == ("0.6", "0.8", "0.9")
     assert col["metric BNN/INT8"] == "0.750"            # 0.6 / 0.8, not the inverse
@@ -326,7 +326,7 @@ def test_overview_columns_from_known_records(tmp_path):
                  latency_ms_batch1={"1": ms, "2": ms / 2}, export_bytes=2e6, top1_deployed=0.5, kernel="k")
         results.atomic_write(tmp_path / "deploy" / "classification" / f"{r['run']}.json", json.dumps(d))
     results.report(tmp_path)
-    text = (tmp_path / "README.md").read_text().splitlines()
+    text = (tmp_path / "classification.md").read_text().splitlines()
     header = next(line for line in text if line.startswith("| task"))
     row = next(line for line in text if line.startswith("| [classif"))
     col = dict(zip([c.strip() for c in header.strip("|").split("|")], [c.strip() for c in row.strip("|").split("|")]))
@@ -351,7 +351,7 @@ def test_pretrained_rows_share_a_table_apart_from_rows_from_scratch(tmp_path):
         results.write_record(r, tmp_path)
     results.write_record(_record("detection", "int8", 0.5, 1e6, 1e6, 1.0, run="int8_scratch"), tmp_path)
     results.report(tmp_path)
-    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [detection")]
+    rows = [line for line in (tmp_path / "detection.md").read_text().splitlines() if line.startswith("| [detection")]
     assert len(rows) == 2
     pre = next(line for line in rows if "backbone from classification `pretrain-short`" in line)
     assert [c.strip() for c in pre.strip("|").split("|")][5:8] == ["0.1", "0.2", "0.3"]
@@ -416,7 +416,7 @@ def test_overview_reference_row_and_best_recipe(tmp_path):
     for r in recs:
         results.write_record(r, tmp_path)
     results.report(tmp_path)
-    rows = [line for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
+    rows = [line for line in (tmp_path / "classification.md").read_text().splitlines() if line.startswith("| [classif")]
     assert len(rows) == 1  # the untrained reference row joins the trained group
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[6] == "0.8" and cells[8] == "bicubic 0.5" and cells[9] == "0.750"  # best int8 recipe: 0.6/0.8
@@ -432,7 +432,7 @@ def test_overview_keeps_seeds_apart(tmp_path):
         results.write_record(r, tmp_path)
     results.report(tmp_path)
     rows = [[c.strip() for c in line.strip("|").split("|")]
-            for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
+            for line in (tmp_path / "classification.md").read_text().splitlines() if line.startswith("| [classif")]
     assert sorted((r[2], r[5], r[6], r[9]) for r in rows if "mean" not in r[2]) == [
         ("short (4 ep)", "0.6", "0.8", "0.750"), ("short (4 ep, seed 1)", "0.65", "0.7", "0.929")]
     assert (tmp_path / "classification.md").read_text().count("## schedule `short`") == 2
@@ -454,7 +454,7 @@ def test_seed_means_against_hand_computed_statistics(tmp_path):
         results.write_record(r, tmp_path)
     results.report(tmp_path)
     rows = [[c.strip() for c in line.strip("|").split("|")]
-            for line in (tmp_path / "README.md").read_text().splitlines() if line.startswith("| [classif")]
+            for line in (tmp_path / "classification.md").read_text().splitlines() if line.startswith("| [classif")]
     assert [r[2] for r in rows] == ["short (4 ep)", "short (4 ep, seed 1)", "short (4 ep, seed 2)",
                                     "short (4 ep, mean of seeds 0, 1, 2)"]
     mean = rows[-1]
@@ -474,7 +474,7 @@ def test_seed_means_against_hand_computed_statistics(tmp_path):
     results.write_record(dict(_record("classification", "binealnet", 0.05, 30e6, 20e6, 8.0, run="bnn-s3"), seed=3),
                          tmp_path)
     results.report(tmp_path)
-    lines = (tmp_path / "README.md").read_text().splitlines()
+    lines = (tmp_path / "classification.md").read_text().splitlines()
     mean = [[c.strip() for c in line.strip("|").split("|")] for line in lines if "mean of seeds" in line][0]
     assert mean[5].endswith("(n=4)") and mean[9] == "0.929 (per seed 0.75 to 1.17; seeds 0, 1, 2)"
 
