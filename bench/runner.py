@@ -42,8 +42,8 @@ def _versions() -> dict:
 def commit() -> str:
     """The commit of the code this process runs, read once, when the first run starts (not at import:
     `bench --help` runs no git): a `compare` that outlives a commit still records the commit whose code it ran."""
-    # a launcher that copies the tree (e.g. the device tool) says which commit it sent; the copy's own
-    # git metadata can be older than its files (the H200 records of results/NOTES.md read -dirty)
+    # a launcher that copies the tree (e.g. the device tool) says which commit it sent: the copy's own
+    # git metadata can be older than its files
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
     try:

@@ -14,7 +14,7 @@
 # RECIPE=sgd-warmup VARIANTS=binary-activations reruns the row that diverged without warm-up.
 # Speed (MODE=speed): the compiled bf16 training step, binary vs float, with each -1 padding
 # (`python -m bench.speed --device cuda --compile MODE --pad-mode both --profile` for each of
-# COMPILE_MODES, default "default reduce-overhead"; issue 8's <= 1.3x).
+# COMPILE_MODES, default "default reduce-overhead").
 # Usage there: OUT=<folder for records> BENCH_COMMIT=<sha> [MODE=main|ablation] bash scripts/device_classification.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}; BUDGET_S=${BUDGET_S:-560}; SPEED_BY_S=${SPEED_BY_S:-440}; DATA=${DATA:-.devdata/cifar10-jpeg}

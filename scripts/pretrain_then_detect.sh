@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Detection from pretrained backbones (issue 8). There is no ImageNet here, so each preset is first
+# Detection from pretrained backbones. There is no ImageNet here, so each preset is first
 # trained as a classifier on CIFAR-10 upsampled to 96 px through the ImageNet stem (schedule
 # pretrain-short on CPU, pretrain on a GPU; `compare` trains fp32 first and hands it to binealnet's
 # adamw-kd as its teacher), then CenterNet is trained on the detection data from each backbone

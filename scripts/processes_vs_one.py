@@ -1,4 +1,4 @@
-"""Two processes vs one at the same global batch (issue 12): fp32 classification on the `sweep`
+"""Two processes vs one at the same global batch: fp32 classification on the `sweep`
 budget for a few seeds, once as one process and once under torchrun with two (gloo, CPU), then a
 table of both metrics beside the seed-to-seed spread, written from the records.
 

@@ -375,7 +375,8 @@ def test_run_from_a_pretrained_backbone_records_it_and_refuses_one_that_does_not
     assert main(argv + ["--init-from", str(pre), "--work-dir", str(tmp_path / "wd")]) == 0
     (f,) = (tmp_path / "res" / "detection").glob("*.json")
     rec = json.loads(f.read_text())
-    assert rec["init_from"]["checkpoint"] == str(pre) and rec["init_from"]["wall_s"] == 12.5
+    assert Path(rec["init_from"]["checkpoint"]).name == pre.name and rec["init_from"]["wall_s"] == 12.5
+    assert rec["init_from"]["run_id"] in f.stem and str(tmp_path) not in f.read_text()  # a hash, never a path
     assert rec["init_from"]["run"]["schedule"] == "pretrain-short"
     cifar_stem = _cls_run_dir(tmp_path, "small", "smoke")  # 32 px: the CIFAR stem, another first conv
     assert main(argv + ["--init-from", str(cifar_stem), "--work-dir", str(tmp_path / "wd2")]) == 2

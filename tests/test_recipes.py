@@ -1,5 +1,6 @@
 """Recipes: parameter groups, lr scaling, two stages, INT8 from FP32 (PTQ), distillation, bad input."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,7 +275,11 @@ def test_dense_task_trains_with_a_distilling_recipe(tmp_path, task_name):
                                "--work-dir", str(tmp_path / "s")]) == 0
     (f,) = (tmp_path / "res" / task_name).glob("binealnet*.json")
     rec = json.loads(f.read_text())
-    assert rec["recipe"]["name"] == "adamw-kd" and rec["teacher"]["checkpoint"] == teacher
+    assert rec["recipe"]["name"] == "adamw-kd" and Path(rec["teacher"]["checkpoint"]).name == Path(teacher).name
+    # the teacher enters the record and the run's name as the hash of its run, never as its path
+    from bench.records import dependency_hash
+    run_id = dependency_hash(json.loads((tmp_path / "t" / "bench_run.json").read_text()))
+    assert rec["teacher"]["run_id"] == run_id and f"teacher-{run_id}" in f.stem and str(tmp_path) not in f.read_text()
     assert rec["config"]["model"]["type"] == "OutputDistilled"
     assert {"segmentation": "KL", "super_resolution": "L1", "detection": "heatmap"}[task_name] in \
         rec["config"]["bench"]["distillation"]
