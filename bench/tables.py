@@ -349,23 +349,29 @@ def console_table(recs: list[dict]) -> str:
         return ""
     fmt = _task(recs[0]["task"]).format_metric
     name = recs[0]["metric"]["name"]
-    int8 = {r["seed"]: r for r in recs if r["backbone"] == "int8"}
-    head = ["backbone", "recipe", "seed", name, "OPs (M)", "BOPs (G)", "params (M)", "latency b1 (ms)", "train (s)",
-            f"{name} / int8", "OPs / int8"]
+    width = lambda r: (r.get("identity") or {}).get("width")  # noqa: E731
+    # one comparison: a seed and a --width (a width sweep runs several)
+    asked = lambda r: (r.get("seed", 0), (r.get("task_options") or {}).get("width"))  # noqa: E731
+    int8 = {asked(r): r for r in recs if r["backbone"] == "int8"}
+    head = ["backbone", "width", "recipe", "seed", name, "OPs (M)", "BOPs (G)", "params (M)", "latency b1 (ms)",
+            "train (s)", f"{name} / int8", "OPs / int8"]
     rows = []
     for r in recs:
-        i = int8.get(r["seed"])
+        i = int8.get(asked(r))
         ratio = lambda f: f"{f(r) / f(i):.3f}" if i and f(i) else ""  # noqa: E731
-        rows.append([r["backbone"] + (f"-{r['variant']}" if r["variant"] else ""), _recipe_name(r), str(r["seed"]),
-                     fmt(name, r["metric"]["value"]), _fmt(r["cost"]["ops"], 1e6), _fmt(r["cost"]["bops"], 1e9),
-                     _fmt(r["cost"].get("params"), 1e6), _fmt(_latency_ms(r), 1, 3), f"{_total_wall(r):.0f}",
-                     ratio(lambda x: x["metric"]["value"]), ratio(lambda x: x["cost"]["ops"])])
+        rows.append([r["backbone"] + (f"-{r['variant']}" if r["variant"] else ""), f"{width(r) or ''}",
+                     _recipe_name(r), str(r.get("seed", 0)),
+                     fmt(name, r["metric"]["value"]), _fmt(r["cost"].get("ops"), 1e6),
+                     _fmt(r["cost"].get("bops"), 1e9), _fmt(r["cost"].get("params"), 1e6), _fmt(_latency_ms(r), 1, 3),
+                     f"{_total_wall(r):.0f}" if "wall_s" in r else "",
+                     ratio(lambda x: x["metric"]["value"]), ratio(lambda x: x["cost"].get("ops"))])
     widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) if k > 2 else c.ljust(w)  # noqa: E731
+    line = lambda cells: "  ".join(c.rjust(w) if k > 3 else c.ljust(w)  # noqa: E731
                                    for k, (c, w) in enumerate(zip(cells, widths)))
     r0 = recs[0]
     return "\n".join([f"\n{r0['task']}: schedule {r0.get('schedule_label', r0['schedule'])}, data "
-                      f"{r0['data']['name']}; train time includes the fp32 teacher where one distils", line(head),
+                      f"{(r0.get('data') or {}).get('name')}; train time includes the fp32 teacher where one distils",
+                      line(head),
                       line(["-" * w for w in widths])] + [line(row) for row in rows])
 
 
