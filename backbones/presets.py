@@ -38,3 +38,41 @@ def preset_kwargs(name: str, variant: str | None = None, **overrides) -> dict:
 def precision_of(name: str) -> str:
     """The precision of preset ``name`` ('binary', 'int8', 'fp32'): tables find BNN and INT8 rows by it."""
     return PRESETS[name]["precision"]
+
+
+#: the width each task gives a preset where it departs from the preset's own, in one table: by task,
+#: and by (task, schedule) where one schedule differs. Detection keeps binealnet at int8 / fp32's 1.0,
+#: not the paper's 2.0: at 2.0 the binary CenterNet stalled at the random-feature floor on Penn-Fudan
+#: at input 256 in 4 of 4 runs, at 1.0 in 9 of 14 (int8 5 of 13, fp32 4 of 7: that budget stalls every
+#: precision), so 1.0 is the better default, not a cure (results/NOTES.md, detection); classification's
+#: `pretrain` schedules make its --init-from backbones at that width. The other dense tasks widen the
+#: binary body to the paper's 2.0; segmentation's `short` budget (Semantic FPN) halves every width,
+#: keeping the paper's 2:1 BiNealNet:INT8 ratio.
+TASK_WIDTHS = {
+    ("classification", "pretrain-short"): {"binealnet": 1.0},
+    ("classification", "pretrain"): {"binealnet": 1.0},
+    "detection": {"binealnet": 1.0},
+    "segmentation": {"binealnet": 2.0},
+    ("segmentation", "short"): {"binealnet": 1.0, "int8": 0.5, "fp32": 0.5},
+    "super_resolution": {"binealnet": 2.0},
+    "matching": {"binealnet": 2.0},
+}
+
+
+def default_width(task: str, preset: str, schedule: str | None = None) -> float | None:
+    """The width of ``preset`` in ``task`` at ``schedule`` when no --width is given: the table above,
+    else the preset's own (None for an unknown preset: ``preset_kwargs`` names the known ones)."""
+    for key in ((task, schedule), task):
+        width = TASK_WIDTHS.get(key, {}).get(preset)
+        if width is not None:
+            return width
+    return PRESETS.get(preset, {}).get("width")
+
+
+def width_help(task: str) -> str:
+    """The --width help line of ``task``: its defaults, read from the table."""
+    rows = {k: v for k, v in TASK_WIDTHS.items() if k == task or (isinstance(k, tuple) and k[0] == task)}
+    told = "; ".join(("" if k == task else f"schedule {k[1]}: ") + ", ".join(f"{p} {w:g}" for p, w in v.items())
+                     for k, v in rows.items())
+    return "backbone width multiplier (default: " + (told + "; " if told else "") + "else the preset's own: " + \
+        ", ".join(f"{p} {kw['width']:g}" for p, kw in PRESETS.items()) + ")"

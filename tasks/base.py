@@ -33,10 +33,8 @@ class Task:
     DEFAULT_DATA: Path | None = None
     #: name -> dict(epochs, batch_size, input_size, label, ...); "smoke" must exist (CI)
     SCHEDULES: dict = {}
-    #: the task's own flags: name -> ``option(...)``
+    #: the task's own flags: name -> ``option(...)`` (``--width`` is added to every task's by ``register``)
     OPTIONS: dict = {}
-    #: the widths this task gives the presets (others keep the preset's own width)
-    DEFAULT_WIDTH: dict = {}
     #: backbone -> recipe name (tasks/recipes.py) used when --recipe is not given; a backbone not
     #: listed trains with the optimizer the task's build_config sets (recorded as "task-default")
     DEFAULT_RECIPES: dict = {}
@@ -112,5 +110,8 @@ def register(cls):
     missing = {"name", "key", "higher_is_better"} - set(cls.METRIC)
     if missing:
         raise TypeError(f"task {cls.NAME}: METRIC lacks {sorted(missing)}")
+    if "width" not in cls.OPTIONS:  # every task's --width, declared once; defaults: backbones.presets.TASK_WIDTHS
+        from backbones.presets import width_help
+        cls.OPTIONS = {"width": option(float, help=width_help(cls.NAME)), **cls.OPTIONS}
     TASKS[cls.NAME] = cls()
     return cls

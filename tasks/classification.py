@@ -45,14 +45,13 @@ SCHEDULES = {
                    sgdr_periods=None, label="gpu100 (full 50k train / 10k test, 100 epochs, cosine, batch 512, bf16 "
                    "AMP, data resident on the GPU; a quarter of the seed's 400)"),
     # backbone checkpoints for the dense tasks' --init-from (no ImageNet here): CIFAR-10 upsampled to
-    # 96 px through the ImageNet stem, at detection's default widths (1.0 for all; --width 2.0 for the
-    # other dense tasks' binealnet)
+    # 96 px through the ImageNet stem, at detection's default widths (backbones.presets.TASK_WIDTHS)
     "pretrain-short": dict(epochs=4, batch_size=64, lr=0.1, per_class_train=300, per_class_test=100, input_size=96,
-                           sgdr_periods=None, widths={"binealnet": 1.0},
+                           sgdr_periods=None,
                            label="pretrain-short (3,000 train / 1,000 test images at 96 px, ImageNet stem, 4 epochs; "
                            "backbones for --init-from on CPU)"),
     "pretrain": dict(epochs=12, batch_size=256, lr=0.2, per_class_train=None, per_class_test=None, input_size=96,
-                     sgdr_periods=None, widths={"binealnet": 1.0},
+                     sgdr_periods=None,
                      label="pretrain (full CIFAR-10 at 96 px, ImageNet stem, 12 epochs, batch 256; backbones for "
                      "--init-from)"),
     "paper": dict(epochs=400, batch_size=128, lr=0.1, per_class_train=None, per_class_test=None, input_size=32,
@@ -373,7 +372,6 @@ class Classification(Task):
     #: results/classification/*_sweep_*; table results/classification.md, schedule `sweep`)
     DEFAULT_RECIPES = {"binealnet": "adamw-kd", "int8": "adamw", "fp32": "adamw"}
     OPTIONS = {
-        "width": option(float, help="backbone width multiplier (default: the preset's)"),
         "compile": option(lambda v: {"true": True, "false": False}[v.lower()], False, ["true", "false"],
                           "torch.compile the network (default off: at our schedules compile time outweighs the gain)"),
     }
@@ -391,8 +389,7 @@ class Classification(Task):
         _register()
         s = SCHEDULES[schedule]
         epochs = s["epochs"] if epochs is None else epochs
-        width = width if width is not None else s.get("widths", {}).get(backbone)
-        bb = common.backbone_kwargs(self, backbone, variant, width,
+        bb = common.backbone_kwargs(self, backbone, variant, width, schedule,
                                     stem="cifar" if s["input_size"] <= 64 else "imagenet", out_indices=(3,))
         n_classes = len(_class_names(data_root))
         loader = lambda split, per_class, shuffle: dict(  # noqa: E731

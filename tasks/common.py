@@ -46,12 +46,14 @@ def check_width(width):
     return width
 
 
-def backbone_kwargs(task, backbone: str, variant=None, width=None, **extra) -> dict:
+def backbone_kwargs(task, backbone: str, variant=None, width=None, schedule=None, **extra) -> dict:
     """BiNealNet keyword arguments: the preset, the seed variant, the width (the user's, else the
-    task's default for this preset, else the preset's own), then ``extra`` (stem, out_indices...)."""
+    task's default for this preset at ``schedule``: ``backbones.presets.default_width``), then
+    ``extra`` (stem, out_indices...)."""
     check_width(width)
-    width = width if width is not None else task.DEFAULT_WIDTH.get(backbone)
     try:
+        if width is None:
+            width = backbones.presets.default_width(task.NAME, backbone, schedule)
         return backbones.preset_kwargs(backbone, variant, width=width, **extra)
     except ValueError as e:
         raise BenchError(str(e)) from None

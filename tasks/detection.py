@@ -369,9 +369,10 @@ def _build_config(task, backbone, data_root, schedule, work_dir, seed, epochs=No
     if backbone == FROZEN_RANDOM:  # the reference row: fp32 at its random init, only neck and head learn
         if init_cfg:
             raise BenchError(f"{FROZEN_RANDOM} is a backbone at its random init; it takes no --init-from")
-        bb = common.backbone_kwargs(task, "fp32", variant, width, out_indices=out_indices, freeze_weights=True)
+        bb = common.backbone_kwargs(task, "fp32", variant, width, schedule, out_indices=out_indices,
+                                    freeze_weights=True)
     else:
-        bb = common.backbone_kwargs(task, backbone, variant, width, out_indices=out_indices)
+        bb = common.backbone_kwargs(task, backbone, variant, width, schedule, out_indices=out_indices)
     channels = common.backbone_channels(bb)
     bb["type"] = "BiNealNet"
     if init_cfg:
@@ -447,17 +448,10 @@ class Detection(Task):
                       "coco/bbox_mAP_l")
     DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "coco-sample"
     SCHEDULES = SCHEDULES
-    #: binealnet at int8 / fp32's width 1.0, not the paper's 2.0: at 2.0 the binary CenterNet stalled at
-    #: the random-feature floor on Penn-Fudan at input 256 in 4 of 4 runs, at 1.0 in 9 of 14 (int8 5 of 13,
-    #: fp32 4 of 7: that budget stalls every precision), so 1.0 is the better default, not a cure
-    #: (results/NOTES.md, detection); --width 2.0 is the paper's
-    DEFAULT_WIDTH = {"binealnet": 1.0}
     BASELINES = (FROZEN_RANDOM,)
     OPTIONS = {
         "model": option(str, "centernet", list(MODELS_),
                         "detector: centernet (CenterNet-R18 without DCN, the paper's) or retinanet (FPN)"),
-        "width": option(float, help="backbone width multiplier (default 1.0 for every backbone; the paper's "
-                                    "binealnet is 2.0)"),
         "head_precision": option(str, "fp32", list(KINDS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, help="checkpoint of a run of ours whose backbone.* weights initialise the backbone"),

@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import backbones
 from backbones.precision import KINDS
 
 from . import common
@@ -71,24 +70,23 @@ LAYOUTS = {
 # 2048x1024, ADE20K 2048x512: mmseg's), random 0.5-2x while training, then a crop (h, w) (at most the
 # scaled image); input_size (h, w): the test input of the default CamVid data, for cost and speed
 # (paper: the 512x1024 Cityscapes crop the paper names). max_train / max_test: first N frames by name.
-# model: the default of --model; width_scale multiplies the default widths (not a --width given),
-# keeping the paper's 2:1 BiNealNet:INT8 ratio. On one loaded CPU core FCN-D8 at binealnet 2.0x took
-# 20 s per iteration of 8 crops of 64x96 (Semantic FPN at binealnet 1.0x: 2.9 s), so "short" is the
-# undilated Semantic FPN at half the widths.
+# model: the default of --model (widths: backbones.presets.TASK_WIDTHS). On one loaded CPU core
+# FCN-D8 at binealnet 2.0x took 20 s per iteration of 8 crops of 64x96 (Semantic FPN at binealnet
+# 1.0x: 2.9 s), so "short" is the undilated Semantic FPN at half the widths.
 SCHEDULES = {
     "smoke": dict(epochs=1, batch_size=2, lr=1e-3, scale_factor=0.25, crop=(64, 64), input_size=(90, 120),
-                  max_train=2, max_test=1, num_workers=0, val_interval=None, model="fcn", width_scale=1.0,
+                  max_train=2, max_test=1, num_workers=0, val_interval=None, model="fcn",
                   label="smoke (seconds; CI check, not an accuracy)"),
     "short": dict(epochs=2, batch_size=8, lr=2e-3, scale_factor=0.25, crop=(64, 96), input_size=(90, 120),
-                  max_train=None, max_test=None, num_workers=1, val_interval=None, model="fpn", width_scale=0.5,
+                  max_train=None, max_test=None, num_workers=1, val_interval=None, model="fpn",
                   label="short (Semantic FPN, widths x0.5 (binealnet 1.0, int8/fp32 0.5); CamVid at quarter size "
                         "90x120, crops 64x96, 2 epochs, batch 8, Adam 2e-3 + poly; all 233 test frames; "
                         "fits 2 CPU cores)"),
     "gpu": dict(epochs=100, batch_size=16, lr=1e-3, scale_factor=1.0, crop=(360, 480), input_size=(360, 480),
-                max_train=None, max_test=None, num_workers=8, val_interval=20, model="fcn", width_scale=1.0,
+                max_train=None, max_test=None, num_workers=8, val_interval=20, model="fcn",
                 label="gpu (FCN-D8, CamVid full 360x480, 100 epochs, batch 16, Adam + poly, bf16)"),
     "paper": dict(epochs=215, batch_size=8, lr=1e-3, scale_factor=1.0, crop=(512, 1024), input_size=(512, 1024),
-                  max_train=None, max_test=None, num_workers=8, val_interval=25, model="fcn", width_scale=1.0,
+                  max_train=None, max_test=None, num_workers=8, val_interval=25, model="fcn",
                   label="paper (FCN-D8 as mmseg's Cityscapes config: crop 512x1024, ~80k iterations of batch 8, "
                         "poly)"),
 }
@@ -280,12 +278,9 @@ class Segmentation(Task):
     SECONDARY_KEYS = ("aAcc", "mAcc", "IoU_per_class")
     DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "camvid-sample"
     SCHEDULES = SCHEDULES
-    DEFAULT_WIDTH = {"binealnet": 2.0}
     OPTIONS = {
         "model": option(str, None, list(MODELS_), "fcn (FCN-D8, the paper's), deeplabv3 (ASPP, D8) or fpn "
                                                   "(Semantic FPN, undilated); default: the schedule's"),
-        "width": option(float, None, None, "backbone width multiplier (default: 2.0 for binealnet, 1.0 otherwise, "
-                                           "times the schedule's width_scale)"),
         "head_precision": option(str, "fp32", list(KINDS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, None, None, "checkpoint whose backbone.* weights initialise the backbone"),
@@ -313,10 +308,7 @@ class Segmentation(Task):
         layout = detect_layout(root)
         lay, splits = LAYOUTS[layout], _splits(root, layout)
         dilated = model != "fpn"
-        if width is None:
-            width = self.DEFAULT_WIDTH.get(backbone, backbones.PRESETS.get(backbone, {}).get("width", 1.0)) \
-                * s["width_scale"]
-        bb = common.backbone_kwargs(self, backbone, variant, width, out_indices=(0, 1, 2, 3),
+        bb = common.backbone_kwargs(self, backbone, variant, width, schedule, out_indices=(0, 1, 2, 3),
                                     strides=(1, 2, 1, 1) if dilated else (1, 2, 2, 2),
                                     dilations=(1, 1, 2, 4) if dilated else (1, 1, 1, 1))
         channels = common.backbone_channels(bb)

@@ -409,11 +409,8 @@ class SuperResolution(Task):
     DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "sr-sample"
     SCHEDULES = SCHEDULES
     BASELINES = BASELINES
-    DEFAULT_WIDTH = {"binealnet": 2.0}
     OPTIONS = {
         "scale": option(int, 4, ["2", "3", "4"], "upscaling factor (LR = HR downscaled by it)"),
-        "width": option(float, help=f"channel multiplier of the slim EDSR ({BASE_CHANNELS} channels at 1.0; "
-                                    "default 2.0 for binealnet, 1.0 for int8/fp32)"),
         "test_set": option(str, help="folder under --data to test on (default: test/, val/, Set5/, ... first found)"),
     }
 
@@ -473,7 +470,7 @@ class SuperResolution(Task):
                        val_evaluator=None,
                        bench=dict(bench, model="bicubic (MATLAB-style, no network)"))
             return Config(cfg)
-        bb = common.backbone_kwargs(self, backbone, variant, width)
+        bb = common.backbone_kwargs(self, backbone, variant, width, schedule)
         w_kind, a_kind = backbones.PRECISIONS[bb["precision"]]
         edge = "fp32" if bb["precision"] == "fp32" else "int8"  # first and last conv: 8 bits unless float
         channels = max(1, int(round(BASE_CHANNELS * bb["width"])))

@@ -202,7 +202,7 @@ def test_build_config_builds_runner(tmp_path, backbone, model):
     runner = Runner.from_cfg(cfg)
     m = runner.model
     assert type(m.backbone).__name__ == "BiNealNet" and m.backbone.precision == backbones.PRESETS[backbone]["precision"]
-    assert m.backbone.width == 1.0 == cfg.bench.width  # binealnet too: DEFAULT_WIDTH, see NOTES
+    assert m.backbone.width == 1.0 == cfg.bench.width  # binealnet too: backbones.presets.TASK_WIDTHS
     if model == "centernet":
         assert m.neck.deconv_layers[0].conv.in_channels == m.backbone.out_channels[-1] and not m.neck.use_dcn
     else:

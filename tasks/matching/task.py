@@ -53,10 +53,8 @@ class Matching(Task):
         "ms_per_image"))
     DEFAULT_DATA = REPO / "data" / "hpatches-sample"
     SCHEDULES = SCHEDULES
-    DEFAULT_WIDTH = {"binealnet": 2.0}
     BASELINES = ("sift",)
     OPTIONS = {
-        "width": option(float, help="network width multiplier (default: 2.0 for binealnet, 1.0 for int8/fp32)"),
         "num_features": option(int, help="keypoints per image (default: the schedule's)"),
         "train_images": option(str, help="comma-separated folders of real training images (default: "
                                          "../shared/data/coco-mini/images + ../shared/data/sr/T91 when present, "
@@ -99,7 +97,7 @@ class Matching(Task):
                                   cost_size=list(s["cost_size"]), eval_max_side=s["eval_max_side"],
                                   num_features=k, matchers=["mnn", f"snn {RATIO}"], ransac_th=RANSAC_TH))
             return Config(cfg)
-        bb = common.backbone_kwargs(self, backbone, variant, width)
+        bb = common.backbone_kwargs(self, backbone, variant, width, schedule)
         body = uniform_kind(bb["precision"])
         if body is None:
             raise DataError(f"variant precision {bb['precision']!r} is not supported by the matching network "
