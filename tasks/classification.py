@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 import backbones
 
-from . import common
-from .base import BenchError, DataError, Task, option, register
+from . import common, recipes
+from .base import DataError, Task, option, register
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 HEAD_PRECISION = "fp32"  # the linear head stays float for every backbone (recorded)
@@ -305,18 +305,7 @@ def _register():
                 self.to(memory_format=torch.channels_last)
             self._logits = torch.compile(self._logits_eager) if compile else self._logits_eager
             # kept outside the module tree: not trained, not saved, not counted in the cost
-            self.__dict__["_teacher"] = self._load_teacher(teacher) if teacher else None
-
-        @staticmethod
-        def _load_teacher(teacher):
-            from mmengine.registry import MODELS
-            from mmengine.runner import load_checkpoint
-            t = MODELS.build(teacher["model"])
-            try:
-                load_checkpoint(t, teacher["checkpoint"], map_location="cpu", strict=True, logger="silent")
-            except RuntimeError as e:
-                raise BenchError(f"--teacher {teacher['checkpoint']}: does not fit the teacher model ({e})") from None
-            return t.eval().requires_grad_(False)
+            self.__dict__["_teacher"] = recipes.load_teacher(teacher) if teacher else None
 
         def _logits_eager(self, x):
             return self.head(F.adaptive_avg_pool2d(self.backbone(x)[-1], 1).flatten(1))

@@ -11,6 +11,10 @@ import backbones
 
 from .base import BenchError, DataError
 
+#: ImageNet's per-channel mean and std on 0-255 pixels (mmdet / mmseg's data preprocessors take this
+#: scale; divide by 255 for images on [0, 1]): every task whose backbone has the ImageNet stem
+IMAGENET_MEAN, IMAGENET_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
 #: images beyond this are refused from their header, before any decoding (a decompression bomb,
 #: or not the data this suite expects); PIL's own guard stops only at 179 Mpx, with a traceback
 MAX_IMAGE_PIXELS = 64_000_000

@@ -65,7 +65,7 @@ MODELS_ = ("centernet", "retinanet")
 #: convs that produce the predictions: INT8 rather than binary under head_precision=binary
 OUTPUT_CONVS = {"centernet": ("heatmap_head.2", "wh_head.2", "offset_head.2"),
                 "retinanet": ("retina_cls", "retina_reg")}
-MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+MEAN, STD = common.IMAGENET_MEAN, common.IMAGENET_STD
 BOX_TOLERANCE = 1.0  # px a box may pass the image edge (float rounding in COCO jsons)
 
 

@@ -229,6 +229,19 @@ def dense_kd_loss(kind: str, student, teacher, temperature: float = 1.0):
     return kl.sum(1).mean() * temperature ** 2
 
 
+def load_teacher(teacher: dict):
+    """The fp32 teacher ``dict(model=cfg, checkpoint=path)``: built, loaded strictly, in eval mode and
+    frozen; one clear error when the checkpoint does not fit."""
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+    t = MODELS.build(teacher["model"])
+    try:
+        load_checkpoint(t, teacher["checkpoint"], map_location="cpu", strict=True, logger="silent")
+    except RuntimeError as e:
+        raise BenchError(f"--teacher {teacher['checkpoint']}: does not fit the teacher model ({str(e)[:300]})") from None
+    return t.eval().requires_grad_(False)
+
+
 def OutputDistilled(model: dict, teacher: dict, module: str, loss: str, weight: float = 1.0,
                     temperature: float = 1.0):
     """Build ``model`` so that in training its loss gains ``weight * loss_kd``: ``module``'s output
@@ -238,17 +251,11 @@ def OutputDistilled(model: dict, teacher: dict, module: str, loss: str, weight: 
     mmseg's call ``self.forward`` directly."""
     import torch
     from mmengine.registry import MODELS
-    from mmengine.runner import load_checkpoint
 
     if loss not in DENSE_KD_LOSSES:
         raise BenchError(f"distillation loss {loss!r}: expected one of {DENSE_KD_LOSSES}")
     student = MODELS.build(model)
-    t = MODELS.build(teacher["model"])
-    try:
-        load_checkpoint(t, teacher["checkpoint"], map_location="cpu", strict=True, logger="silent")
-    except RuntimeError as e:
-        raise BenchError(f"--teacher {teacher['checkpoint']}: does not fit the teacher model ({str(e)[:300]})") from None
-    t.eval().requires_grad_(False)
+    t = load_teacher(teacher)
     student.__dict__["_kd_teacher"] = t
     seen = {}
 

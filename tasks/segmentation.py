@@ -91,7 +91,7 @@ SCHEDULES = {
                         "poly)"),
 }
 MODELS_ = ("fcn", "deeplabv3", "fpn")
-MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+MEAN, STD = common.IMAGENET_MEAN, common.IMAGENET_STD
 
 
 # ---------------------------------------------------------------- data

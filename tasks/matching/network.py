@@ -8,13 +8,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import common
 from .evaluation import evaluate_sequence, transform
 
 BORDER = 4  # px without keypoints (padding effects)
 BASE_CHANNELS = 8
 # (channel multiple of c, dilation) of the body's blocks
 BODY = ((1, 1), (2, 2), (2, 2), (4, 4), (4, 4))
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+MEAN, STD = tuple(m / 255 for m in common.IMAGENET_MEAN), tuple(s / 255 for s in common.IMAGENET_STD)
 
 
 class Block(nn.Module):
