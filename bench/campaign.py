@@ -185,10 +185,10 @@ def estimate_s(run: Run, device: str, results_dir: Path) -> tuple[float | None, 
 def _command(m: Manifest, run: Run, device: str, results_dir: Path, smoke: bool, resume: bool) -> list[str]:
     schedule = "smoke" if smoke else run.schedule
     args = ["run", "--task", run.task, "--backbone", run.backbone, "--schedule", schedule, "--seed", str(run.seed),
-            "--device", device, "--work-dir", str(work_dir(m, run)), "--results-dir", str(results_dir)]
+            "--device", device, "--work-dir", _here(work_dir(m, run)), "--results-dir", _here(results_dir)]
     data = m.data.get(run.task, {}).get("path")
     if data and not smoke:
-        args += ["--data", str(REPO / data)]
+        args += ["--data", data]  # relative to the repository, where the runs start
     for flag, v in (("--recipe", run.recipe), ("--variant", run.variant),
                     ("--epochs", None if smoke else run.epochs)):
         if v is not None:
@@ -197,13 +197,20 @@ def _command(m: Manifest, run: Run, device: str, results_dir: Path, smoke: bool,
         args += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
     for flag, dep in (("--teacher", run.teacher), ("--init-from", run.init_from)):
         if dep:
-            args += [flag, str(checkpoint(m, m.run(dep)))]
+            args += [flag, _here(checkpoint(m, m.run(dep)))]
     if resume:
         args.append("--resume")
     if run.launcher == "pytorch":
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m", "bench.cli", *args,
                 "--launcher", "pytorch"]
     return [sys.executable, "-m", "bench.cli", *args]
+
+
+def _here(path: Path) -> str:
+    """A path as the runs are given it: relative to the repository (their working directory) when
+    inside it, so that no record names this machine's folders."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -250,7 +257,15 @@ def plan(m: Manifest, results_dir: Path, sessions=None, device=None, smoke=False
         state = ("recorded" if rec else "resumable" if checkpoint(m, run) else "pending")
         est, source = (None, None) if smoke else estimate_s(run, device or m.device, results_dir)
         rows.append(dict(id=rid, session=run.session, state=state, est_s=est, est_from=source, deps=run.deps(),
-                         record=rec))
+                         record=rec, note=""))
+    # a checkpoint stays on the machine that trained it: a recorded run whose checkpoint a run to go
+    # needs, and that is not here, trains again first (dependents come later in the order)
+    by_id = {r["id"]: r for r in rows}
+    for r in reversed(rows):
+        if r["state"] in ("pending", "resumable"):
+            for d in r["deps"]:
+                if d in by_id and by_id[d]["state"] == "recorded" and checkpoint(m, m.run(d)) is None:
+                    by_id[d].update(state="pending", note=f"recorded, trains again: {r['id']} needs its checkpoint")
     return rows
 
 
@@ -259,7 +274,7 @@ def format_plan(rows) -> str:
     for r in rows:
         est = f"{r['est_s'] / 60:.1f} min" if r["est_s"] else "unknown"
         lines.append(f"{r['id']:28s} {r['session']:7d} {r['state']:>10s} {est:>9s} {r['est_from'] or '':>9s}  "
-                     f"{', '.join(r['deps']) or '-'}")
+                     f"{', '.join(r['deps']) or '-'}" + (f"  ({r['note']})" if r["note"] else ""))
     todo = [r for r in rows if r["state"] != "recorded"]
     for s in sorted({r["session"] for r in todo}):
         known = [r["est_s"] for r in todo if r["session"] == s and r["est_s"]]
@@ -274,7 +289,7 @@ def execute(m: Manifest, results_dir: Path, deadline: float, parallel: int = 1, 
     """Run what has no record, in dependency order, ``parallel`` at once, until ``deadline`` (epoch s).
     Returns one summary row per run of the chosen sessions."""
     device = "cpu" if smoke else (device or m.device)
-    rows = {r["id"]: dict(r, note="") for r in plan(m, results_dir, sessions, device, smoke)}
+    rows = {r["id"]: r for r in plan(m, results_dir, sessions, device, smoke)}
     done = {rid for rid, r in rows.items() if r["state"] == "recorded"}
     for r in m.runs:  # a dependency outside the chosen sessions counts if it is recorded
         if r.id not in rows and find_record(m, r, results_dir):

@@ -77,6 +77,14 @@ def test_flow_dependencies_failures_state_and_pack(tmp_path, capsys):
         return {r["id"]: r for r in campaign.plan(loaded, tmp_path / "res")}
     rows = plan()
     assert rows["fp32"]["state"] == rows["ptq"]["state"] == "recorded" and rows["bad"]["state"] == "pending"
+    # a checkpoint that stayed on another machine: its run trains again before a run that needs it
+    import shutil
+    shutil.rmtree(tmp_path / "wd" / "t" / [d.name for d in (tmp_path / "wd" / "t").iterdir()
+                                           if d.name.startswith("fp32-")][0])
+    m.write_text(m.read_text() + f'[[run]]\nid = "qat"\n{RUN}backbone = "int8"\nrecipe = "qat"\nteacher = "fp32"\n{tiny}')
+    rows = plan()
+    assert rows["fp32"]["state"] == "pending" and "qat needs its checkpoint" in rows["fp32"]["note"]
+    assert rows["ptq"]["state"] == "recorded" and rows["qat"]["state"] == "pending"
     # a changed spec is a new run, not the recorded one
     m.write_text(m.read_text().replace('id = "fp32"\n' + RUN, 'id = "fp32"\n' + RUN + "epochs = 2\n"))
     rows = plan()
