@@ -534,7 +534,14 @@ def report(results_dir: Path = RESULTS_DIR) -> list[Path]:
         return []
     deployments = load_deployments(results_dir)
     for r in records:
-        r["_deployed"] = deployments.get((r["task"], Path(r["_file"]).name))
+        d = deployments.get((r["task"], Path(r["_file"]).name))
+        recorded = (d or {}).get("metric_recorded", (d or {}).get("top1_recorded"))
+        if d is not None and recorded is not None and abs(recorded - r["metric"]["value"]) > 1e-6:
+            import warnings  # a deployment of an earlier run of this config, whose record was since replaced
+            warnings.warn(f"deploy record of {r['_file']} is of another run (its recorded metric {recorded:.4g}, "
+                          f"the record's {r['metric']['value']:.4g}): not joined")
+            d = None
+        r["_deployed"] = d
     written = []
     by_task = defaultdict(list)
     for r in records:

@@ -84,3 +84,17 @@ def test_report_skips_a_malformed_metric_naming_the_file_and_builds_the_rest(tmp
 def test_report_on_an_empty_results_dir_says_there_is_nothing_to_report(tmp_path, capsys):
     assert main(["report", "--results-dir", str(tmp_path)]) == 0
     assert "nothing to report" in capsys.readouterr().out and not list(tmp_path.iterdir())
+
+
+def test_a_deployment_of_an_earlier_run_of_the_config_is_not_joined(tmp_path):
+    records.write_record(_rec("int8", 0.8, 600e6), tmp_path)
+    d = dict(task="classification", record="results/classification/int8_short_default_s0.json", top1_recorded=0.7,
+             latency_ms_batch1={"1": 5.0, "2": 3.0}, export_bytes=1e6, top1_deployed=0.7, kernel="k")
+    records.atomic_write(tmp_path / "deploy" / "classification" / "int8_short_default_s0.json", json.dumps(d))
+    with pytest.warns(UserWarning, match="recorded metric 0.7, the record's 0.8.*not joined"):
+        tables.report(tmp_path)
+    assert "deployed b1 1T (ms)" not in (tmp_path / "classification.md").read_text()
+    records.atomic_write(tmp_path / "deploy" / "classification" / "int8_short_default_s0.json",
+                         json.dumps(dict(d, top1_recorded=0.8)))
+    tables.report(tmp_path)
+    assert "deployed b1 1T (ms)" in (tmp_path / "classification.md").read_text()
