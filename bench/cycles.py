@@ -172,3 +172,66 @@ def format_cycles(d: dict) -> str:
     lines += [f"{'total ' + p:40s} {c:>{w},d}" for p, c in d["parts"].items()]
     lines.append(f"{'total':40s} {d['cycles']:>{w},d}")
     return "\n".join(lines)
+
+
+def sweep(names=("binealnet", "binealnet@1.0", "int8"), size=224, ks=(8, 16, 32, 64), array=ARRAY) -> dict:
+    """Total cycles of each backbone preset (``preset@width`` for another width; ImageNet stem, batch 1)
+    at each binary K (a backbone without binary layers once)."""
+    import warnings
+
+    import torch
+
+    import backbones
+
+    from .cost import count_cost
+    out = {}
+    for name in names:
+        preset, _, width = name.partition("@")
+        model = backbones.build(preset, stem="imagenet", out_indices=(3,), **({"width": float(width)} if width else {}))
+        with warnings.catch_warnings():  # an untrained INT8 model calibrates on its first call: irrelevant here
+            warnings.simplefilter("ignore", UserWarning)
+            report = count_cost(model, torch.zeros(1, 3, size, size))
+        binary = any((l.w_bits, l.a_bits) == (1, 1) for l in report.layers)
+        out[name] = ({str(k): count_cycles(report, k, array)["cycles"] for k in ks} if binary else
+                     {"-": count_cycles(report, 1, array)["cycles"]})  # no binary layer: K does not enter
+    return out
+
+
+def main(argv=None):
+    import argparse
+
+    from .records import atomic_write
+    p = argparse.ArgumentParser(description="Systolic cycles of backbones at 224 for a sweep of binary K "
+                                "(SCALE-Sim v3; see the module docstring for the array and K).")
+    p.add_argument("--backbones", default="binealnet,binealnet@1.0,int8")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--k-binary", default="8,16,32,64", help="comma-separated K values to sweep")
+    p.add_argument("--record", default=None, help="write a JSON record here (results/deploy/cycles/<size>.json)")
+    a = p.parse_args(argv)
+    try:
+        ks = tuple(int(k) for k in a.k_binary.split(","))
+        if min(ks) < 1:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"error: --k-binary expects positive integers like 8,16,32; got {a.k_binary!r}") from None
+    try:
+        res = sweep(tuple(n.strip() for n in a.backbones.split(",")), a.size, ks)
+    except BenchError as e:
+        raise SystemExit(f"error: {e}") from None
+    int8 = next((v for v in res.values() if "-" in v), None)
+    for name, by_k in res.items():
+        for k, c in by_k.items():
+            rel = f"  ({int8['-'] / c:.2f}x the int8 model's speed)" if int8 and k != "-" else ""
+            print(f"{name:16s} K={k:>3s} {c:>12,d} cycles{rel}")
+    if a.record:
+        from .runner import COMMIT, _versions
+        rec = dict(size=a.size, array=ARRAY, cycles=res, simulator="SCALE-Sim v3", commit=COMMIT, versions=_versions(),
+                   command=f"python -m bench.cycles --backbones {a.backbones} --size {a.size} --k-binary {a.k_binary} "
+                           f"--record {a.record}")
+        atomic_write(Path(a.record), json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        print("record:", a.record)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -89,10 +89,12 @@ def _run_of(ckpt, args, rec_file) -> str:
 
 
 # ---------------------------------------------------------------- measuring
-def median_ms(fn, x, threads, repeats):
-    """Median wall ms of ``fn(x)`` on ``threads`` threads (2 warm-up calls first)."""
+def times_ms(fn, x, threads, repeats):
+    """Wall ms of ``repeats`` calls ``fn(x)`` on ``threads`` torch threads (2 warm-up calls first), sorted.
+    ``threads`` None: ``fn`` holds its own thread count (an ONNX engine)."""
     old = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         with torch.no_grad():
             for _ in range(2):
@@ -101,10 +103,15 @@ def median_ms(fn, x, threads, repeats):
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 fn(x)
-                times.append(time.perf_counter() - t0)
+                times.append((time.perf_counter() - t0) * 1e3)
     finally:
         torch.set_num_threads(old)
-    return statistics.median(times) * 1e3
+    return sorted(times)
+
+
+def median_ms(fn, x, threads, repeats):
+    """Median wall ms of ``fn(x)`` on ``threads`` threads (2 warm-up calls first)."""
+    return statistics.median(times_ms(fn, x, threads, repeats))
 
 
 @torch.no_grad()
@@ -142,18 +149,6 @@ def kernel_name(kind):
 
 
 # ---------------------------------------------------------------- INT8 / FP32 on production engines
-def call_median_ms(fn, x, repeats):
-    """Median wall ms of ``fn(x)`` (2 warm-up calls first); ``fn`` holds its own thread count."""
-    for _ in range(2):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def engine_results(deployed, onnx_file, calib, x1, images=None, threads=(1, 2), repeats=30, torch_pred=None):
     """``deployed`` (int8 or fp32, torch) exported to ONNX (QDQ for int8, the trained scales) and run on
     every installed engine: batch-1 latency per thread count, and, given ``images``, the predictions'
@@ -167,10 +162,12 @@ def engine_results(deployed, onnx_file, calib, x1, images=None, threads=(1, 2), 
     size = export_onnx(deployed, onnx_file, tuple(x1.shape), calib)
     out = {"onnx_file": str(onnx_file), "onnx_bytes": size, "engines": {}}
     for name in names:
-        row = {"version": engine_version(name), "latency_ms_batch1": {}}
+        row = {"version": engine_version(name), "latency_ms_batch1": {}, "latency_ms_batch1_min": {}}
         for t in threads:
             m = EngineModel(name, onnx_file, t)
-            row["latency_ms_batch1"][str(t)] = round(call_median_ms(m, x1, repeats), 3)
+            ts = times_ms(m, x1, None, repeats)
+            row["latency_ms_batch1"][str(t)] = round(statistics.median(ts), 3)
+            row["latency_ms_batch1_min"][str(t)] = round(ts[0], 3)
         if name == "openvino":
             row["conv_primitives"] = runtime_precisions(m)
         if images is not None:
@@ -457,7 +454,9 @@ def _peak_cell(r) -> str:
     p = r.get("inner_loop_peak")
     if not p:
         return "-"
-    return f"{p['gmac_per_s']} ({p['path']}; whole backbone {r['binary_gmac_per_s_1T'] / p['gmac_per_s']:.2f}x of it)"
+    best = r.get("binary_gmac_per_s_1T_best_call")
+    return (f"{p['gmac_per_s']} ({p['path']}; whole backbone {r['binary_gmac_per_s_1T'] / p['gmac_per_s']:.2f}x of it"
+            + (f", {best / p['gmac_per_s']:.2f}x at its best call" if best else "") + ")")
 
 
 def _isa_section(results_dir) -> list[str]:
@@ -470,21 +469,46 @@ def _isa_section(results_dir) -> list[str]:
     lines = ["", "## Which instruction set favours binary (backbones at 224x224, batch 1, one core)", "",
              "Measured where we ran (`bench deploy --bench-224 --record`, random weights), modelled elsewhere "
              "(`bench roofline`: peak MACs per cycle from each instruction mix; a floor is compute only, every MAC at "
-             "peak, memory free).", "",
+             "peak, memory free). Latencies: median / best call of the repeats (on a shared machine the best call is "
+             "the closer estimate of an idle core); the fastest engine of each precision is named.", "",
              "| CPU (instruction set) | load at start | fp32 fastest (ms) | int8 fastest (ms) | binealnet (ms) | "
              "binealnet / fastest int8 speed | binary GMAC/s | kernel inner-loop peak (GMAC/s) | floors fp32 / int8 / "
              "binealnet (ms, nominal clock) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
-        f = r["fastest_1T"]
+        f, fm = r["fastest_1T"], r.get("fastest_1T_min") or {}
         fl = r.get("floor_ms_1T") or {}
+        cell = lambda n: f"{f[n]['ms']} / {fm[n]['ms'] if n in fm else '-'} ({f[n]['engine']})"  # noqa: E731
+        ratio = f"{f['int8']['ms'] / f['binealnet']['ms']:.2f}x" + (
+            f" / {fm['int8']['ms'] / fm['binealnet']['ms']:.2f}x" if fm else "")
+        gm = f"{r['binary_gmac_per_s_1T']}" + (f" / {r['binary_gmac_per_s_1T_best_call']}"
+                                                if r.get("binary_gmac_per_s_1T_best_call") else "")
         lines.append(f"| {r['machine']['cpu']} ({r['machine'].get('isa')}; {', '.join(r['machine'].get('isa_flags', []))}) "
-                     f"| {r['machine'].get('load_avg_1min_at_start')} | {f['fp32']['ms']} ({f['fp32']['engine']}) | "
-                     f"{f['int8']['ms']} ({f['int8']['engine']}) | {f['binealnet']['ms']} | "
-                     f"{f['int8']['ms'] / f['binealnet']['ms']:.2f}x | {r['binary_gmac_per_s_1T']} | "
-                     f"{_peak_cell(r)} | "
-                     f"{fl.get('fp32', '-')} / {fl.get('int8', '-')} / {fl.get('binealnet', '-')} at "
+                     f"| {r['machine'].get('load_avg_1min_at_start')} | {cell('fp32')} | {cell('int8')} | "
+                     f"{f['binealnet']['ms']} / {fm['binealnet']['ms'] if fm else '-'} | {ratio} | {gm} | "
+                     f"{_peak_cell(r)} | {fl.get('fp32', '-')} / {fl.get('int8', '-')} / {fl.get('binealnet', '-')} at "
                      f"{r.get('floor_ghz')} GHz |")
+    for r in recs:
+        f, fm = r["fastest_1T"], r.get("fastest_1T_min") or r["fastest_1T"]
+        sp = fm["int8"]["ms"] / fm["binealnet"]["ms"]
+        lines.append(f"- Measured on {r['machine']['cpu']} ({r['machine'].get('isa')}): binealnet (width 1.5) runs at "
+                     f"{sp:.2f}x the speed of INT8 on {fm['int8']['engine']} (best calls): binary "
+                     f"{'wins' if sp > 1 else 'loses'} on this CPU.")
+    for f in sorted((Path(results_dir) / "deploy" / "cycles").glob("*.json")):
+        c = json.loads(f.read_text())
+        a = c["array"]
+        base = next((v["-"] for v in c["cycles"].values() if "-" in v), None)
+        ks = sorted({k for v in c["cycles"].values() for k in v if k != "-"}, key=int)
+        lines += ["", f"Systolic array (SCALE-Sim v3, {a['rows']}x{a['cols']} PEs, {a['dataflow']}, "
+                  f"{a['ifmap_kb']}/{a['filter_kb']}/{a['ofmap_kb']} kB SRAM; `{c['command']}`), {c['size']}x{c['size']}, "
+                  "batch 1, total cycles; a binary PE does K XNOR-popcount MACs per cycle, an INT8 PE one MAC "
+                  "(bench/cycles.py states the K = 32 area assumption); float layers run on INT8 PEs:", "",
+                  "| backbone | " + " | ".join(f"K = {k}" for k in ks) + " | INT8 PEs |",
+                  "|---|" + "---|" * (len(ks) + 1)]
+        for name, v in c["cycles"].items():
+            cells = [f"{v[k]:,} ({base / v[k]:.2f}x int8)" if k in v and base else "-" for k in ks]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {v['-']:,} |" if "-" in v else
+                         f"| {name} | " + " | ".join(cells) + " | - |")
     table, _ = roofline.floor_table()
     return lines + ["", "Modelled, every instruction-set class (`bench roofline`):", ""] + table
 
@@ -524,7 +548,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     torch.manual_seed(0)
     x = torch.randn(1, 3, size, size)
     machine = dict(_machine(), isa=getattr(roofline.this_cpu(), "name", None), isa_flags=roofline.isa_flags_present())
-    rows, macs = {}, {}
+    rows, mins, macs = {}, {}, {}
     export = Path(export_dir or tempfile.mkdtemp(prefix="bench224_"))
     for name in ("fp32", "int8", "binealnet"):
         m = backbones.build(name, stem="imagenet", out_indices=(3,))
@@ -536,30 +560,37 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
         calib = torch.randn(2, 3, size, size)
         d = deploy.deploy_backbone(m, calib=calib)
         kernel = kernel_name("binary" if name == "binealnet" else name)[0]
-        rows[name] = {kernel: {str(t): round(median_ms(d, x, t, repeats), 3) for t in threads}}
+        ts = {str(t): times_ms(d, x, t, repeats) for t in threads}
+        rows[name] = {kernel: {t: round(statistics.median(v), 3) for t, v in ts.items()}}
+        mins[name] = {kernel: {t: round(v[0], 3) for t, v in ts.items()}}
         if name != "binealnet":
             eng = engine_results(d, export / f"{name}_{size}.onnx", calib, x, None, threads, repeats)
             for e, r in eng.get("engines", {}).items():
-                rows[name][f"{e} {r['version']} (ONNX{' QDQ' if name == 'int8' else ''})"] = r["latency_ms_batch1"]
+                label = f"{e} {r['version']} (ONNX{' QDQ' if name == 'int8' else ''})"
+                rows[name][label], mins[name][label] = r["latency_ms_batch1"], r["latency_ms_batch1_min"]
         macs[name] = roofline.backbone_macs(name, size)
     bmacs = macs["binealnet"]["binary"]
     peak = inner_loop_peak()
     isa = roofline.this_cpu()
     ghz = _nominal_ghz()
     best = {n: min(r.items(), key=lambda kv: kv[1]["1"]) for n, r in rows.items()}
+    best_min = {n: min(r.items(), key=lambda kv: kv[1]["1"]) for n, r in mins.items()}
     print(f"backbones at {size}x{size}, batch 1, median of {repeats}; CPU {machine['cpu']} ({machine['isa']}; "
           f"1-min load at start {machine['load_avg_1min_at_start']}: shared machine, noisy)")
     for name, r in rows.items():
         for kernel, lat in r.items():
-            print(f"  {name:10s} {kernel:58s} " + "  ".join(f"{t}T {v:8.2f} ms" for t, v in lat.items()))
+            print(f"  {name:10s} {kernel:58s} " + "  ".join(f"{t}T {v:8.2f} ms (min {mins[name][kernel][t]:7.2f})"
+                                                            for t, v in lat.items()))
     for t in map(str, threads):
         f, i, b = (min(v[t] for v in rows[n].values()) for n in ("fp32", "int8", "binealnet"))
         print(f"  {t}T fastest of each: int8/fp32 speed-up {f / i:.2f}x, binealnet/int8 speed-up {i / b:.2f}x, "
               f"binealnet/fp32 {f / b:.2f}x; binary {bmacs / 1e9:.2f} GMAC -> {bmacs / (b * 1e-3) / 1e9:.0f} binary GMAC/s")
+    gmac = {k: round(bmacs / (b["binealnet"][1]["1"] * 1e-3) / 1e9, 1) for k, b in (("median", best), ("min", best_min))}
     if peak:
         print(f"  packed kernel's inner loop alone ({peak['path']}, {peak['pixels']} pixels x 16 channels, L1-resident, "
               f"1 thread): {peak['gmac_per_s']:.0f} binary GMAC/s; the whole binealnet backbone at 1T reaches "
-              f"{bmacs / (best['binealnet'][1]['1'] * 1e-3) / 1e9 / peak['gmac_per_s']:.2f}x of it")
+              f"{gmac['median'] / peak['gmac_per_s']:.2f}x of it at its median, {gmac['min'] / peak['gmac_per_s']:.2f}x "
+              "at its best call")
     floors = {}
     if isa and ghz:
         for name in rows:
@@ -568,10 +599,12 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                   f"{best[name][1]['1']:.2f} ms = {floors[name] / best[name][1]['1']:.0%} of peak ({best[name][0]})")
     rec = dict(size=size, repeats=repeats, threads=list(threads), latency_ms_batch1=rows,
                fastest_1T={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best.items()}, macs=macs,
-               binary_gmac_per_s_1T=round(bmacs / (best["binealnet"][1]["1"] * 1e-3) / 1e9, 1), inner_loop_peak=peak,
+               binary_gmac_per_s_1T=gmac["median"], binary_gmac_per_s_1T_best_call=gmac["min"], inner_loop_peak=peak,
+               latency_ms_batch1_min=mins, fastest_1T_min={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best_min.items()},
                floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
                commit=COMMIT, versions=_versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
-               note="random weights; INT8 scales observed on random inputs; medians on a shared machine")
+               note="random weights; INT8 scales observed on random inputs; medians and best calls (min) on a shared "
+               "machine: the best call is the closer estimate of an idle core")
     if results_dir:
         slug = "".join(c if c.isalnum() else "-" for c in f"{machine['cpu']}-{machine['isa']}").strip("-").lower()
         out = Path(results_dir) / "deploy" / "bench224" / f"{slug}.json"
