@@ -346,6 +346,8 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
         machine=machine, timing_note="medians; see load_avg_1min_at_start for how busy the machine was",
         commit=COMMIT, versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
     )
+    eng, ms = fastest(rec)  # what the tables' deployed-latency ratio should use (the fastest engine measured)
+    rec["fastest"] = dict(engine=eng, latency_ms_batch1_1T=ms)
     out = Path(results_dir) / "deploy" / "classification" / f"{_run_of(ckpt, args, rec_file)}.json"
     atomic_write(out, json.dumps(portable(rec), indent=1, sort_keys=True) + "\n")
     write_table(results_dir)
@@ -613,9 +615,10 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     return rec
 
 
-def inner_loop_peak(words=36, seconds=0.2, tries=5):
+def inner_loop_peak(words=36, seconds=0.003, tries=100):
     """The packed kernel's inner loop alone on this CPU (one thread, L1-resident data, its widest tile):
-    the best of ``tries`` runs of ~``seconds``; None when the kernels cannot be built."""
+    the best of ``tries`` short runs of ~``seconds`` (short: on a shared machine a long run is always
+    interrupted); None when the kernels cannot be built."""
     from backbones import deploy
     from backbones.deploy import _ext
     ok, path = deploy.available()

@@ -177,3 +177,40 @@ def test_isa_section_from_a_bench224_record(tmp_path):
     assert ("| Test CPU (amx-int8; amx_int8) | 0.5 | 20.0 / - (openvino) | 2.0 / - (openvino) | 10.0 / - | 0.20x | "
             "416.2 | 832.4 (avx512-vpopcntdq; whole backbone 0.50x of it) |") in text
     assert "- amx-int8: binealnet loses" in text and "- avx2: binealnet wins" in text
+
+
+@pytest.mark.skipif(not ENGINES, reason="neither onnxruntime nor openvino installed")
+def test_bench_deploy_int8_checkpoint_on_every_engine(tmp_path):
+    """A classification INT8 run folder (observed scales, as training leaves them) through `bench deploy`:
+    the record carries each engine's top-1 on the run's test set and the fastest engine."""
+    import tasks
+    import backbones.openmmlab  # noqa: F401
+    from bench import deploy as bd
+    from bench.deploy import REPO
+    from mmengine.registry import MODELS, init_default_scope
+    task = tasks.get("classification")
+    data = REPO / "data" / "cifar10-sample"
+    work = tmp_path / "int8"
+    cfg = task.build_config("int8", data, "smoke", work, 0, width=0.25)
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.backbone.train()
+        for _ in range(2):
+            model.backbone(torch.randn(8, 3, 32, 32))
+    work.mkdir()
+    torch.save({"state_dict": model.state_dict(), "meta": {}}, work / "epoch_1.pth")
+    (work / "bench_run.json").write_text(json.dumps(dict(
+        task="classification", backbone="int8", variant=None, data=str(data), schedule="smoke", epochs=None,
+        seed=0, task_options={"width": 0.25}, recipe=None, teacher=None)))
+    rec = bd.deploy_checkpoint(work / "epoch_1.pth", results_dir=tmp_path / "res", repeats=1, batch=2)
+    assert set(rec["engines"]["engines"]) == set(ENGINES)
+    for name, e in rec["engines"]["engines"].items():
+        # the same integers and scales as torch.ops.quantized, plus the stem's and the identity's roundings
+        assert abs(e["top1"] - rec["top1_deployed"]) <= 0.05 and e["agreement_with_torch"] >= 0.9, name
+        assert set(e["latency_ms_batch1"]) == {"1", "2"}
+    assert rec["fastest"]["latency_ms_batch1_1T"] == min(
+        [rec["latency_ms_batch1"]["1"]] + [e["latency_ms_batch1"]["1"] for e in rec["engines"]["engines"].values()])
+    table = (tmp_path / "res" / "deploy.md").read_text()
+    assert "## INT8 and FP32 on production engines" in table and f"| int8 | smoke | {ENGINES[0]}" in table
