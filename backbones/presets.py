@@ -51,6 +51,8 @@ def precision_of(name: str) -> str:
 TASK_WIDTHS = {
     ("classification", "pretrain-short"): {"binealnet": 1.0},
     ("classification", "pretrain"): {"binealnet": 1.0},
+    ("classification", "pretrain-gpu"): {"binealnet": 1.0},
+    ("classification", "pretrain-smoke"): {"binealnet": 1.0},
     "detection": {"binealnet": 1.0},
     "segmentation": {"binealnet": 2.0},
     ("segmentation", "short"): {"binealnet": 1.0, "int8": 0.5, "fp32": 0.5},

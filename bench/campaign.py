@@ -24,7 +24,9 @@ from .errors import BenchError
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_KEYS = {"id", "task", "backbone", "schedule", "seed", "recipe", "variant", "epochs", "options", "teacher",
-            "init_from", "session", "limit_s", "est_s", "launcher"}
+            "init_from", "session", "limit_s", "est_s", "launcher", "data"}
+DATA_KEYS = {"path", "archive", "source", "exclude", "per_class"}
+CARRY_LIMIT = 64 * 2**20  # what the device tool takes in one call: the tree plus the carried paths
 DEP_KEYS = ("teacher", "init_from")  # each names another run of the manifest by its id
 MARGIN_S = 15  # a run is stopped this long before the deadline, so the call itself ends in time
 
@@ -46,6 +48,7 @@ class Run:
     limit_s: float | None = None
     est_s: float | None = None  # the manifest's fallback when no record measured this kind of run
     launcher: str = "none"
+    data: str | None = None  # a [data.NAME] entry of the manifest (default: the one named as its task)
 
     def deps(self) -> list[str]:
         return [d for d in (self.teacher, self.init_from) if d]
@@ -57,11 +60,14 @@ class Manifest:
     name: str
     device: str
     runs: list[Run]
-    data: dict  # task -> {"path", "archive", "source"}
+    data: dict  # name -> {"path", "archive", "source", "exclude", "per_class"}
     work_root: Path = REPO / "work_dirs" / "campaign"
 
     def run(self, run_id) -> Run:
         return next(r for r in self.runs if r.id == run_id)
+
+    def data_of(self, run: Run) -> dict:
+        return self.data.get(run.data or run.task, {})
 
     def spec(self, run: Run) -> str:
         """A hash of what makes the run's result, its dependencies' specs included: a changed run (or
@@ -108,7 +114,13 @@ def load_manifest(path) -> Manifest:
         if unknown_opts:
             raise BenchError(f"{where(r)}: task {r['task']} has no options {sorted(unknown_opts)} "
                              f"(its options: {', '.join(task.OPTIONS)})")
+        if r.get("data") is not None and r["data"] not in raw.get("data", {}):
+            raise BenchError(f"{where(r)}: no [data.{r['data']}] entry in the manifest")
         runs.append(Run(**r))
+    for name, d in raw.get("data", {}).items():
+        unknown = set(d) - DATA_KEYS
+        if unknown:
+            raise BenchError(f"{path}: [data.{name}]: unknown keys {sorted(unknown)} (known: {sorted(DATA_KEYS)})")
     if not runs:
         raise BenchError(f"{path}: no [[run]] entries")
     ids = [r.id for r in runs]
@@ -183,10 +195,10 @@ def estimate_s(run: Run, device: str, results_dir: Path) -> tuple[float | None, 
 
 # ---------------------------------------------------------------- running
 def _command(m: Manifest, run: Run, device: str, results_dir: Path, smoke: bool, resume: bool) -> list[str]:
-    schedule = "smoke" if smoke else run.schedule
+    schedule = _smoke_schedule(run) if smoke else run.schedule
     args = ["run", "--task", run.task, "--backbone", run.backbone, "--schedule", schedule, "--seed", str(run.seed),
             "--device", device, "--work-dir", _here(work_dir(m, run)), "--results-dir", _here(results_dir)]
-    data = m.data.get(run.task, {}).get("path")
+    data = m.data_of(run).get("path")
     if data and not smoke:
         args += ["--data", data]  # relative to the repository, where the runs start
     for flag, v in (("--recipe", run.recipe), ("--variant", run.variant),
@@ -204,6 +216,14 @@ def _command(m: Manifest, run: Run, device: str, results_dir: Path, smoke: bool,
         return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1", "-m", "bench.cli", *args,
                 "--launcher", "pytorch"]
     return [sys.executable, "-m", "bench.cli", *args]
+
+
+def _smoke_schedule(run: Run) -> str:
+    """smoke, or pretrain-smoke for a pretraining run (its checkpoint must fit --init-from's stem)."""
+    import tasks
+    if run.schedule.startswith("pretrain") and "pretrain-smoke" in tasks.get(run.task).SCHEDULES:
+        return "pretrain-smoke"
+    return "smoke"
 
 
 def _here(path: Path) -> str:
@@ -270,10 +290,10 @@ def plan(m: Manifest, results_dir: Path, sessions=None, device=None, smoke=False
 
 
 def format_plan(rows) -> str:
-    lines = [f"{'run':28s} {'session':>7s} {'state':>10s} {'estimate':>9s} {'from':>9s}  needs"]
+    lines = [f"{'run':36s} {'session':>7s} {'state':>10s} {'estimate':>9s} {'from':>9s}  needs"]
     for r in rows:
         est = f"{r['est_s'] / 60:.1f} min" if r["est_s"] else "unknown"
-        lines.append(f"{r['id']:28s} {r['session']:7d} {r['state']:>10s} {est:>9s} {r['est_from'] or '':>9s}  "
+        lines.append(f"{r['id']:36s} {r['session']:7d} {r['state']:>10s} {est:>9s} {r['est_from'] or '':>9s}  "
                      f"{', '.join(r['deps']) or '-'}" + (f"  ({r['note']})" if r["note"] else ""))
     todo = [r for r in rows if r["state"] != "recorded"]
     for s in sorted({r["session"] for r in todo}):
@@ -297,6 +317,15 @@ def execute(m: Manifest, results_dir: Path, deadline: float, parallel: int = 1, 
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     logs = m.work_root / m.name
     logs.mkdir(parents=True, exist_ok=True)
+    try:
+        return _loop(m, rows, done, running, logs, results_dir, deadline, parallel, device, smoke, env, echo)
+    finally:  # interrupted (Ctrl-C, SIGTERM): no run outlives the campaign; each resumes next time
+        for proc, _, log in running.values():
+            _stop(proc)
+            log.close()
+
+
+def _loop(m, rows, done, running, logs, results_dir, deadline, parallel, device, smoke, env, echo):
     while True:
         now = time.time()
         for rid, (proc, limit, log) in list(running.items()):
@@ -308,10 +337,13 @@ def execute(m: Manifest, results_dir: Path, deadline: float, parallel: int = 1, 
                                  "from its last checkpoint if that is here")
             elif proc.returncode == 0 and find_record(m, m.run(rid), results_dir):
                 rows[rid].update(state="recorded", record=find_record(m, m.run(rid), results_dir))
+                rate = json.loads(rows[rid]["record"].read_text()).get("train_samples_per_s")
+                rows[rid]["note"] = f"{rate:,.0f} training samples/s end to end" if rate else ""
                 done.add(rid)
             else:
-                tail = [ln for ln in Path(log.name).read_text(errors="replace").splitlines() if ln.strip()][-1:]
-                rows[rid].update(state="failed", note=f"exit {proc.returncode}: {tail[0][:200] if tail else ''}")
+                lines = [ln.strip() for ln in Path(log.name).read_text(errors="replace").splitlines() if ln.strip()]
+                why = next((ln for ln in reversed(lines) if ln.startswith("bench: error")), lines[-1] if lines else "")
+                rows[rid].update(state="failed", note=f"exit {proc.returncode}: {why[:200]}")
             log.close()
             rows[rid]["wall_s"] = time.time() - rows[rid].pop("t0")
             echo(f"[{time.strftime('%H:%M:%S')}] {rid}: {rows[rid]['state']} after {rows[rid]['wall_s']:.0f} s "
@@ -388,12 +420,31 @@ def install_wheels(wheels: Path, target: Path = Path("/tmp/bench-site")) -> dict
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(REPO)]))
 
 
-def pack_folder(src: Path, archive: Path) -> None:
+def data_files(src: Path, exclude=(), per_class=None) -> list[Path]:
+    """The files of a data folder that travel: all but the ``exclude`` globs; with ``per_class``
+    ({"train": N, "test": M}) an ImageFolder's first N / M images per class by name, the same
+    images a schedule's per_class_train / per_class_test takes from the whole folder."""
+    files = [f for f in sorted(src.rglob("*")) if f.is_file()
+             and not any(f.relative_to(src).match(g) for g in exclude)]
+    if per_class:
+        kept, seen = [], {}
+        for f in files:
+            rel = f.relative_to(src).parts
+            if len(rel) == 3 and rel[0] in per_class:
+                n = seen[rel[:2]] = seen.get(rel[:2], 0) + 1
+                if n > per_class[rel[0]]:
+                    continue
+            kept.append(f)
+        files = kept
+    return files
+
+
+def pack_folder(src: Path, archive: Path, files=None) -> None:
     """A folder as one file for the trip to the device: a zlib'd JSON index (relative path, size),
     then the files' bytes. Zip's per-file headers cost 7 MB over CIFAR-10's 60k JPEGs, which the
     device tool's 64 MiB limit cannot spare."""
     import zlib
-    files = sorted(f for f in src.rglob("*") if f.is_file())
+    files = sorted(f for f in src.rglob("*") if f.is_file()) if files is None else files
     index = zlib.compress(json.dumps([[f.relative_to(src).as_posix(), f.stat().st_size] for f in files]).encode())
     tmp = archive.with_suffix(".part")
     with open(tmp, "wb") as out:
@@ -414,29 +465,50 @@ def unpack_folder(archive: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def unpack_data(m: Manifest) -> None:
-    """A task's data folder made from its carried archive where it is missing."""
-    for task, d in m.data.items():
+def _session_data(m: Manifest, sessions) -> dict:
+    """The data entries the chosen sessions use: a run's own, and any whose path an option names."""
+    runs = [r for r in m.runs if not sessions or r.session in sessions]
+    names = {r.data or r.task for r in runs}
+    opts = " ".join(str(v) for r in runs for v in r.options.values())
+    return {n: d for n, d in m.data.items() if n in names or (d.get("path") and d["path"] in opts)}
+
+
+def unpack_data(m: Manifest, sessions=None) -> None:
+    """Each data folder the chosen sessions use, made from its carried archive where it is missing."""
+    for name, d in _session_data(m, sessions).items():
         path, archive = REPO / d.get("path", ""), d.get("archive")
         if d.get("path") and not path.exists() and archive and (REPO / archive).is_file():
             unpack_folder(REPO / archive, path)
 
 
-def prepare(m: Manifest) -> None:
-    """Here, before a device call: each task's data archive from its source folder, and the wheels."""
-    for task, d in m.data.items():
+def prepare(m: Manifest, sessions=None) -> list[str]:
+    """Here, before a device call: the data archives the chosen sessions use, made from their source
+    folders, and the wheels; prints what the call carries against the tool's limit. Returns the
+    paths to carry."""
+    chosen = {r.task for r in m.runs if not sessions or r.session in sessions}
+    wheels = "classification" if chosen == {"classification"} else "all"  # only what the runs import
+    carry = [f".whl/{wheels}"]
+    for name, d in _session_data(m, sessions).items():
         src, archive = d.get("source"), d.get("archive")
         if not (src and archive):
             continue
         src, archive = (REPO / src).resolve(), REPO / archive
+        carry.append(archive.relative_to(REPO).as_posix())
         if archive.is_file():
-            print(f"{task}: {archive.relative_to(REPO)} is there")
+            print(f"{name}: {carry[-1]} is there")
             continue
         if not src.is_dir():
-            raise BenchError(f"{m.path}: data source for {task} not found: {src}")
+            raise BenchError(f"{m.path}: data source of [data.{name}] not found: {src}")
         archive.parent.mkdir(parents=True, exist_ok=True)
-        pack_folder(src, archive)
-        print(f"{task}: wrote {archive.relative_to(REPO)} ({archive.stat().st_size / 2**20:.1f} MiB)")
-    tasks = {r.task for r in m.runs}
-    subprocess.run(["bash", str(REPO / "scripts" / "fetch_device_wheels.sh"),
-                    "classification" if tasks == {"classification"} else "all"], check=True)
+        pack_folder(src, archive, data_files(src, d.get("exclude", ()), d.get("per_class")))
+        print(f"{name}: wrote {carry[-1]} ({archive.stat().st_size / 2**20:.1f} MiB)")
+    subprocess.run(["bash", str(REPO / "scripts" / "fetch_device_wheels.sh"), wheels], check=True,
+                   stdout=subprocess.DEVNULL)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True).stdout
+    size = sum((REPO / f).stat().st_size for f in tracked.split("\0") if f and (REPO / f).is_file())
+    size += sum(f.stat().st_size for c in carry for f in ([REPO / c] if (REPO / c).is_file()
+                                                            else (REPO / c).rglob("*")) if f.is_file())
+    print(f"carry: {' '.join(carry)}; with the tracked tree {size / 2**20:.1f} MiB of the device tool's "
+          f"{CARRY_LIMIT / 2**20:.0f} MiB" + ("  ** OVER: split the session or carry less **"
+                                                if size > CARRY_LIMIT else ""))
+    return carry

@@ -296,7 +296,7 @@ def cmd_campaign(a):
     except ValueError:
         raise BenchError(f"--session expects numbers like 1 or 1,2; got {a.session!r}") from None
     if a.prepare:
-        return cg.prepare(m)
+        return cg.prepare(m, sessions)
     start = time.time()
     deadline = start + a.budget_s if a.budget_s is not None else float("inf")
     if a.until:
@@ -309,12 +309,12 @@ def cmd_campaign(a):
     env = None
     if a.wheels:
         env = cg.install_wheels(Path(a.wheels))
-        cg.unpack_data(m)
+        cg.unpack_data(m, sessions)
     rows = cg.execute(m, results, deadline, a.parallel, sessions, a.device, a.smoke, env)
-    print(f"\n{'run':28s} {'state':>9s} {'wall':>7s}  note")
+    print(f"\n{'run':36s} {'state':>9s} {'wall':>7s}  note")
     for r in rows:
         wall = f"{r['wall_s']:.0f} s" if r.get("wall_s") else ""
-        print(f"{r['id']:28s} {r['state']:>9s} {wall:>7s}  {r['note']}")
+        print(f"{r['id']:36s} {r['state']:>9s} {wall:>7s}  {r['note']}")
     if a.pack:
         print("packed", cg.pack(m, rows, results, Path(a.pack), start))
     if any(r["state"] in ("recorded",) for r in rows):

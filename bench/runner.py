@@ -347,6 +347,9 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if untrained else runner.max_epochs)
     record["identity"] = ident
     record["wall_s_parts"] = parts  # more than one after --resume
+    if not untrained:  # end to end: data loading, validation and the final test included
+        seen = runner.train_loop.max_iters * cfg.train_dataloader.batch_size * launch["world_size"]
+        record["train_samples_per_s"] = seen / wall if wall > 0 else None
     if state is not None and not untrained:
         record["history"] = state.history  # per-epoch train losses and validations (bench/hooks.py)
     record["launch"] = {k: v for k, v in launch.items() if k != "rank"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels for a GPU machine that has torch but no OpenMMLab (Python 3.12, x86_64, no internet):
-# fetched here into .whl/ (git-ignored), carried with the device tool, installed there with
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+# fetched here into .whl/<set>/ (git-ignored), carried with the device tool, installed there by
+# `bench campaign ... --wheels .whl/<set>` (or pip install --no-index --no-deps --target).
 # Usage: bash scripts/fetch_device_wheels.sh [classification|all]   (classification needs mmengine only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,5 +11,5 @@ all="$base mmcv-lite==2.1.0 mmdet==3.3.0 mmsegmentation==1.2.2 pycocotools korni
 pkgs=$([ "${1:-all}" = classification ] && echo "$base" || echo "$all")
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  --platform manylinux1_x86_64 -d .whl $pkgs
-du -sh .whl
+  --platform manylinux1_x86_64 -d ".whl/${1:-all}" $pkgs
+du -sh ".whl/${1:-all}"

@@ -54,6 +54,14 @@ SCHEDULES = {
                      sgdr_periods=None,
                      label="pretrain (full CIFAR-10 at 96 px, ImageNet stem, 12 epochs, batch 256; backbones for "
                      "--init-from)"),
+    # the dense tasks' backbones on a GPU: the device tool carries at most 64 MiB a call, so the
+    # pretraining beside the dense data is on the first 2,000 / 500 images per class
+    "pretrain-gpu": dict(epochs=30, batch_size=256, lr=0.2, per_class_train=2000, per_class_test=500, input_size=96,
+                         sgdr_periods=None, label="pretrain-gpu (20,000 train / 5,000 test CIFAR-10 images at 96 px, "
+                         "ImageNet stem, 30 epochs, batch 256; backbones for --init-from)"),
+    "pretrain-smoke": dict(epochs=1, batch_size=32, lr=0.05, per_class_train=20, per_class_test=10, input_size=96,
+                           sgdr_periods=None, label="pretrain-smoke (seconds at 96 px through the ImageNet stem; CI "
+                           "check of --init-from, not an accuracy)"),
     "paper": dict(epochs=400, batch_size=128, lr=0.1, per_class_train=None, per_class_test=None, input_size=32,
                   sgdr_periods=[10, 30, 90, 270], label="paper (the seed's: 400 epochs, batch 128, SGD 0.1, SGDR)"),
 }

@@ -97,6 +97,12 @@ def optim_wrapper(device: str, optimizer: dict, aux_lr_mult: float = 1.0, clip_g
     return recipes.optim_wrapper(device, optimizer, aux_lr_mult, optimizer.get("weight_decay", 0.0), clip_grad)
 
 
+def loader_workers(device: str, workers: int) -> dict:
+    """DataLoader settings that keep a GPU fed: ``workers`` processes kept alive across epochs, and
+    pinned memory for the copy to CUDA."""
+    return dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=device == "cuda")
+
+
 def default_hooks(log_interval: int = 20) -> dict:
     """mmengine's default hooks with a checkpoint every epoch (the last two kept, for --resume)."""
     return dict(timer=dict(type="IterTimerHook"), logger=dict(type="LoggerHook", interval=log_interval),

@@ -347,8 +347,8 @@ class Segmentation(Task):
         workers = s["num_workers"]
 
         def loader(key, pipeline, train):
-            return dict(batch_size=s["batch_size"] if train else 1, num_workers=workers,
-                        persistent_workers=workers > 0, drop_last=False,
+            return dict(batch_size=s["batch_size"] if train else 1, **common.loader_workers(device, workers),
+                        drop_last=False,
                         sampler=dict(type="DefaultSampler", shuffle=train),
                         dataset=dataset(key, pipeline))
 

@@ -24,6 +24,7 @@ SCHEDULES = {
                   eval_max_side=480, num_features=1000, cost_size=(240, 320),
                   label="short (120 iterations of 4 40x40 pairs; eval <= 480 px, top-1000; fits 2 CPU cores)"),
     "gpu": dict(epochs=25, batch_size=16, input_size=192, samples_per_epoch=4000, lr=1e-3, train_short_side=480,
+                num_workers=8,
                 eval_max_side=None, num_features=5000, cost_size=(480, 640),
                 label="gpu (25 epochs x 250 iterations of 16 192x192 pairs; full-size eval, top-5000)"),
 }
@@ -112,7 +113,7 @@ class Matching(Task):
         cfg.update(
             model=common.quantized_model(dict(type="R2D2Model", width=bb["width"], body=body, head=head,
                                               num_features=k)),
-            train_dataloader=dict(batch_size=s["batch_size"], num_workers=0, persistent_workers=False,
+            train_dataloader=dict(batch_size=s["batch_size"], **common.loader_workers(device, s.get("num_workers", 0)),
                                   sampler=dict(type="DefaultSampler", shuffle=True),
                                   collate_fn=dict(type="default_collate"),
                                   dataset=dict(type="MatchingRandomCrops", dirs=[str(d) for d in dirs],
