@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tasks.base import BenchError
+from backbones.errors import BenchError
+from backbones.precision import uniform_kind
 
 from .records import RESULTS_DIR, atomic_write, check_writable, portable
-from .runner import COMMIT, _versions
+from . import rundir
+from .provenance import commit, versions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,33 +37,12 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- loading a run
 def load_run(ckpt):
     """(bench_run.json args, mmengine config, the trained fake-quant model in eval mode) of a checkpoint."""
-    import backbones.openmmlab  # noqa: F401  (registrations)
-    import tasks
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    from .runner import _run_meta
-
     ckpt = Path(ckpt)
-    args = _run_meta(ckpt, "bench deploy")
+    args = rundir.run_args(ckpt, "bench deploy")
     if args.get("task") != "classification":
         raise BenchError(f"{ckpt} is a {args.get('task')} run; bench deploy handles classification checkpoints "
                          f"whole and {', '.join(DENSE_TASKS)} backbones")
-    task = tasks.get("classification")
-    data_root = Path(args["data"]) if args.get("data") else task.DEFAULT_DATA
-    if not data_root.is_absolute() and not data_root.exists():
-        data_root = REPO / data_root
-    task.validate_data(data_root)
-    cfg = task.build_config(args["backbone"], data_root, args["schedule"], ckpt.parent, args.get("seed", 0),
-                            epochs=args.get("epochs"), variant=args.get("variant"),
-                            **task.options_with_defaults(args.get("task_options", {})))
-    init_default_scope(cfg.default_scope)
-    model = MODELS.build(cfg.model)
-    try:
-        load_checkpoint(model, str(ckpt), map_location="cpu", strict=True, logger="silent")
-    except (RuntimeError, KeyError) as e:
-        raise BenchError(f"{ckpt}: does not fit the model its bench_run.json describes ({str(e)[:300]})") from None
-    return args, cfg, model.eval()
+    return rundir.load_model(ckpt, "bench deploy")
 
 
 def split_tensors(cfg, split):
@@ -215,31 +196,23 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     as trained. The task's test set is evaluated twice in one Runner (fake-quant backbone, then the
     deployed one); the backbone is timed at the task's example input."""
     import backbones.openmmlab  # noqa: F401
-    import tasks
     from backbones import deploy
     from mmengine.runner import Runner
+    from tasks.common import unwrap
 
-    from .runner import _prepare_cfg, _unwrap
+    from .runner import prepare_cfg
 
-    task = tasks.get(args["task"])
-    data_root = Path(args["data"])
-    task.validate_data(data_root)
+    task, cfg = rundir.rebuild_config(ckpt, args, work_dir=ckpt.parent / "deploy_eval")
     check_writable(Path(results_dir) / "deploy" / task.NAME)
-    cfg = task.build_config(args["backbone"], data_root, args["schedule"], ckpt.parent / "deploy_eval",
-                            args.get("seed", 0), epochs=args.get("epochs"), variant=args.get("variant"),
-                            **task.options_with_defaults(args.get("task_options", {})))
     cfg.log_level = "WARNING"  # the runner's config dump and loop logs would bury the deploy's summary lines
-    runner = Runner.from_cfg(_prepare_cfg(cfg, False, "none"))
-    try:
-        runner.load_checkpoint(str(ckpt), map_location="cpu", strict=True)
-    except RuntimeError as e:
-        raise BenchError(f"{ckpt}: does not fit the model its bench_run.json describes ({str(e)[:300]})") from None
-    model = _unwrap(runner.model).eval()
+    runner = Runner.from_cfg(prepare_cfg(cfg))
+    rundir.load_into(runner, ckpt, "the model its bench_run.json describes")
+    model = unwrap(runner.model).eval()
     fq_backbone = model.backbone
     why = deploy.unsupported_reason(fq_backbone)
     if why:
         raise BenchError(f"{ckpt}: backbone {args['backbone']} cannot be deployed: {why}")
-    kind = {"binary": "binary", "int8": "int8", "fp32": "fp32"}[fq_backbone.precision]
+    kind = uniform_kind(fq_backbone.precision)
     kernel, note = kernel_name(kind)
     # INT8 residual scales are observed on test inputs as the model sees them (after its preprocessor)
     loader = runner.build_dataloader(cfg.test_dataloader)
@@ -275,8 +248,8 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         metric_name=task.METRIC["name"], metric_deployed=metric_dep, metric_fake_quant=metric_fq,
         metric_recorded=recorded, record=rec_file, machine=_machine(),
         max_rel_feature_diff=feature_diff,
-        timing_note="medians; see load_avg_1min_at_start for how busy the machine was", commit=COMMIT,
-        versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats}")
+        timing_note="medians; see load_avg_1min_at_start for how busy the machine was", commit=commit(),
+        versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats}")
     out = Path(results_dir) / "deploy" / task.NAME / f"{_run_of(ckpt, args, rec_file)}.json"
     atomic_write(out, json.dumps(portable(rec), indent=1, sort_keys=True) + "\n")
     write_table(results_dir)
@@ -290,14 +263,13 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     segmentation: the backbone); writes and returns its record."""
     from backbones import deploy
 
-    from .runner import _run_meta
     ckpt = Path(ckpt)
-    meta = _run_meta(ckpt, "bench deploy")
+    meta = rundir.run_args(ckpt, "bench deploy")
     if meta.get("task") in DENSE_TASKS:
         return deploy_dense_checkpoint(ckpt, meta, export_dir, results_dir, repeats, threads)
     check_writable(Path(results_dir) / "deploy" / "classification")
     args, cfg, model = load_run(ckpt)
-    kind = {"binary": "binary", "int8": "int8", "fp32": "fp32"}.get(model.backbone.precision)
+    kind = uniform_kind(model.backbone.precision)
     why = deploy.unsupported_reason(model.backbone)
     if why:
         raise BenchError(f"{ckpt}: backbone {args['backbone']} (variant {args.get('variant')}) cannot be deployed: {why}")
@@ -344,7 +316,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
         top1_recorded=top_rec, record=rec_file, test_images=len(labels),
         argmax_agreement=float((p_dep == p_fq).float().mean()), max_abs_logit_diff=diff, engines=engines or None,
         machine=machine, timing_note="medians; see load_avg_1min_at_start for how busy the machine was",
-        commit=COMMIT, versions=_versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
+        commit=commit(), versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
     )
     eng, ms = fastest(rec)  # what the tables' deployed-latency ratio should use (the fastest engine measured)
     rec["fastest"] = dict(engine=eng, latency_ms_batch1_1T=ms)
@@ -604,7 +576,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                binary_gmac_per_s_1T=gmac["median"], binary_gmac_per_s_1T_best_call=gmac["min"], inner_loop_peak=peak,
                latency_ms_batch1_min=mins, fastest_1T_min={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best_min.items()},
                floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
-               commit=COMMIT, versions=_versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
+               commit=commit(), versions=versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
                note="random weights; INT8 scales observed on random inputs; medians and best calls (min) on a shared "
                "machine: the best call is the closer estimate of an idle core")
     if results_dir:

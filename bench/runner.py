@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import platform
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,62 +16,13 @@ import tasks
 from tasks import common
 from tasks.recipes import TASK_DEFAULT
 
+from . import rundir
 from .errors import BenchError
+from .provenance import commit, device_name, versions
 from .reference import SEED_CIFAR10_TOP1
 from .records import RESULTS_DIR, atomic_write, check_writable, identity, portable, run_name, write_record
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "mmengine", "mmcv", "mmcv-lite", "mmdet", "mmsegmentation", "kornia",
-                "pycocotools", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-@functools.cache
-def commit() -> str:
-    """The commit of the code this process runs, read once, when the first run starts (not at import:
-    `bench --help` runs no git): a `compare` that outlives a commit still records the commit whose code it ran."""
-    # a launcher that copies the tree (e.g. the device tool) says which commit it sent: the copy's own
-    # git metadata can be older than its files
-    if os.environ.get("BENCH_COMMIT"):
-        return os.environ["BENCH_COMMIT"]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        # the code's state: records and tables under results/ are outputs, rewritten by runs in flight
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                               cwd=REPO, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"  # a copy without .git
-
-
-def __getattr__(name):
-    if name == "COMMIT":  # the old module constant, for importers (bench/deploy.py)
-        return commit()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def check_args(task_name, backbone, variant, schedule, epochs, device):
@@ -98,7 +46,7 @@ def check_args(task_name, backbone, variant, schedule, epochs, device):
     return task
 
 
-def _prepare_cfg(cfg, resume, launcher, seed=0, desc="training"):
+def prepare_cfg(cfg, resume=False, launcher="none", seed=0, desc="training"):
     """What the runner adds to every task's config: hooks the task did not set itself (a task's
     own choice wins), the NaN stop, the progress bar, the resume state, and their imports."""
     cfg.launcher = launcher
@@ -169,11 +117,6 @@ def _quiet_paramwise_log(runner):
     runner.logger.addFilter(f)
 
 
-def _unwrap(model):
-    from mmengine.model import is_model_wrapper
-    return model.module if is_model_wrapper(model) else model
-
-
 def _inputs(task, schedule, device, batch=1):
     xs = task.example_inputs(schedule, device)
     return tuple(torch.cat([x] * batch) if batch > 1 else x for x in xs)
@@ -222,18 +165,6 @@ def measure_speed(task, schedule, model, device, seconds=1.5) -> dict:
             "device": device_name(device), "threads": torch.get_num_threads()}
 
 
-def _run_meta(ckpt: Path, what: str) -> dict:
-    """The bench_run.json beside a checkpoint of ours (task, backbone, options), or one clear error."""
-    if not ckpt.is_file():
-        raise BenchError(f"{what} {ckpt}: checkpoint not found (expected a .pth written by `bench run`)")
-    meta = ckpt.parent / "bench_run.json"
-    try:
-        return json.loads(meta.read_text())
-    except (OSError, ValueError) as e:
-        raise BenchError(f"{meta}: missing or unreadable ({e}); {what} needs the bench_run.json that `bench run` "
-                         "writes beside its checkpoints") from None
-
-
 def resolve_recipe(task, backbone, recipe_name, teacher):
     """The recipe a run uses (the user's, else the task's default for this backbone, else None:
     the task's own optimizer), checked against the backbone and the teacher."""
@@ -262,7 +193,7 @@ def resolve_recipe(task, backbone, recipe_name, teacher):
 def _teacher(task, teacher, schedule, data_root, device):
     """Check a teacher checkpoint (same task, an fp32 run) and return (its model config, its record args)."""
     ckpt = Path(teacher)
-    meta = _run_meta(ckpt, "--teacher")
+    meta = rundir.run_args(ckpt, "--teacher")
     if meta.get("task") != task.NAME:
         raise BenchError(f"--teacher {ckpt} is a {meta.get('task')} run, not {task.NAME}")
     if meta.get("backbone") != "fp32" or meta.get("variant"):
@@ -301,7 +232,10 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
             task.add_teacher(cfg, teacher_model, str(Path(teacher).resolve()))
         elif the_recipe.from_teacher:
             teacher_meta = _teacher(task, teacher, schedule, data_root, device)[1]
-            _check_loadable(cfg, Path(teacher))
+            from mmengine.registry import init_default_scope
+            init_default_scope(cfg.get("default_scope", "mmengine"))
+            rundir.check_fits(cfg.model, Path(teacher), "--teacher",
+                              "; the teacher must be this task's fp32 run at the same width and options")
         recipes.apply(cfg, the_recipe, device, teacher)
         untrained = untrained or not the_recipe.train
     init_meta = _check_init_from(cfg, Path(resolved["init_from"])) if resolved.get("init_from") else None
@@ -312,12 +246,12 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     work_dir = Path(work_dir) if work_dir else REPO / "work_dirs" / task_name / name
     cfg.work_dir = str(work_dir)
     if resume:
-        _verified_last_checkpoint(work_dir)
+        rundir.resumable_checkpoint(work_dir)
     launch = _distributed(cfg, launcher, device)
     first = launch["rank"] == 0  # one process checks, locks and writes; all of them train
     if first:
         check_writable(Path(results_dir) / task_name)
-    cfg = _prepare_cfg(cfg, resume, launcher, seed, desc=f"{backbone}{'-' + variant if variant else ''} seed {seed}")
+    cfg = prepare_cfg(cfg, resume, launcher, seed, desc=f"{backbone}{'-' + variant if variant else ''} seed {seed}")
     fresh = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
     args = dict(run=name, task=task_name, backbone=backbone, variant=variant, data=str(data_root), schedule=schedule,
@@ -334,7 +268,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
         runner = Runner.from_cfg(cfg)
         _quiet_paramwise_log(runner)
         if first and not untrained:
-            check_free_space(work_dir, Path(results_dir), _unwrap(runner.model))
+            check_free_space(work_dir, Path(results_dir), common.unwrap(runner.model))
         if not untrained:
             runner.train()
         metrics = runner.test()
@@ -343,7 +277,7 @@ def run(task_name, backbone, variant=None, data=None, schedule="smoke", epochs=N
     wall = sum(parts)
     if get_rank() != 0:
         return {}, None
-    model = _unwrap(runner.model)
+    model = common.unwrap(runner.model)
     record = make_record(task, args, cfg, metrics, model, device, wall, name, 0 if untrained else runner.max_epochs)
     record["identity"] = ident
     record["wall_s_parts"] = parts  # more than one after --resume
@@ -448,50 +382,6 @@ def _lock(work_dir: Path):
     return f
 
 
-def _loads(path: Path) -> bool:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        return isinstance(ckpt, dict) and "state_dict" in ckpt
-    except Exception:  # truncated, not a checkpoint, unreadable: all mean "cannot resume from it"
-        return False
-
-
-def _verified_last_checkpoint(work_dir: Path) -> Path:
-    """The checkpoint --resume will use: the last one if it loads, else the newest one that does
-    (last_checkpoint is rewritten to it, and we say so)."""
-    import sys
-    last = work_dir / "last_checkpoint"
-    if not last.is_file():
-        raise BenchError(f"--resume: no checkpoint to resume from in {work_dir} (run without --resume first)")
-    named = Path(last.read_text().strip())
-    if _loads(named):
-        return named
-    for cand in sorted(work_dir.glob("epoch_*.pth"), key=lambda p: -int(p.stem.split("_")[1])):
-        if cand != named and _loads(cand):
-            print(f"bench: {named} is damaged (truncated or not a checkpoint); resuming from {cand} instead",
-                  file=sys.stderr)
-            atomic_write(last, str(cand))
-            return cand
-    raise BenchError(f"--resume: {named} is damaged and no earlier checkpoint in {work_dir} loads; "
-                     "start again without --resume")
-
-
-def _check_loadable(cfg, ckpt: Path):
-    """INT8 from FP32: every tensor of the FP32 checkpoint must fit the INT8 model (same names and
-    shapes; the INT8 model adds only its quantizers' state)."""
-    from mmengine.registry import MODELS, init_default_scope
-    init_default_scope(cfg.get("default_scope", "mmengine"))
-    own = MODELS.build(cfg.model).state_dict()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state) if isinstance(state, dict) else {}
-    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape) if k in own else 'absent'}"
-           for k, v in state.items() if k not in own or own[k].shape != v.shape]
-    if bad or not state:
-        raise BenchError(f"--teacher {ckpt}: does not fit this model ({len(bad)} tensors differ, e.g. "
-                         f"{'; '.join(bad[:3]) or 'no state_dict'}); the teacher must be this task's fp32 run at "
-                         "the same width and options")
-
-
 def _backbone_of(model):
     """The model's backbone module (the shortest module path ending in 'backbone')."""
     named = [(n, m) for n, m in model.named_modules() if n.split(".")[-1] == "backbone"]
@@ -503,12 +393,10 @@ def _check_init_from(cfg, ckpt: Path) -> dict:
     preset, width and stem), else mmengine would load what fits and only log the rest. Returns the
     checkpoint's run (its bench_run.json) for the record."""
     from mmengine.registry import MODELS, init_default_scope
-    meta = _run_meta(ckpt, "--init-from")
-    if not _loads(ckpt):
-        raise BenchError(f"--init-from {ckpt}: not a readable checkpoint (truncated, or not a .pth written by `bench run`)")
+    meta = rundir.run_args(ckpt, "--init-from")
+    state = rundir.checked_state(ckpt, "--init-from")
     init_default_scope(cfg.get("default_scope", "mmengine"))
     own = _backbone_of(MODELS.build(cfg.model)).state_dict()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     theirs = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     bad = [f"{k}: {tuple(theirs[k].shape) if k in theirs else 'absent'} vs {tuple(v.shape)}"
            for k, v in own.items() if k not in theirs or theirs[k].shape != v.shape]
@@ -544,7 +432,7 @@ def make_record(task, args, cfg, metrics, model, device, wall, name, epochs) -> 
         "seed_reported": SEED_CIFAR10_TOP1.get(variant) if variant and task.NAME == "classification" else None,
         "recipe": cfg.get("bench", {}).get("recipe") or {"name": TASK_DEFAULT, "optimizer": _optimizer(cfg)},
         "config": json.loads(json.dumps(cfg.to_dict(), default=str)),
-        "commit": args.get("commit") or commit(), "versions": _versions(), "device": device_name(device), "wall_s": wall,
+        "commit": args.get("commit") or commit(), "versions": versions(), "device": device_name(device), "wall_s": wall,
         "command": _command(args, device),
     }
 
@@ -582,36 +470,27 @@ def evaluate(task_name, checkpoint, data, device="cpu", results_dir=RESULTS_DIR)
     from mmengine.runner import Runner
 
     ckpt = Path(checkpoint)
-    args = _run_meta(ckpt, "bench eval")
+    args = rundir.run_args(ckpt, "bench eval")
     if args.get("task") != task_name:
         raise BenchError(f"{ckpt} is a {args.get('task')} run, not {task_name}")
-    if not _loads(ckpt):
-        raise BenchError(f"{ckpt}: not a readable checkpoint (truncated, or not a .pth written by `bench run`)")
-    task = tasks.get(task_name)
+    rundir.checked_state(ckpt, "bench eval")
     data_root = Path(data)
-    task.validate_data(data_root)
+    work_dir = ckpt.parent / f"eval_{data_root.name}"
+    task, cfg = rundir.rebuild_config(ckpt, args, data=data_root, work_dir=work_dir, device=device)
     evaluated_run = dict(args)
     args["data"] = str(data_root)
-    work_dir = ckpt.parent / f"eval_{data_root.name}"
     resolved = task.options_with_defaults(args["task_options"])
-    cfg = task.build_config(args["backbone"], data_root, args["schedule"], work_dir, args["seed"],
-                            epochs=args["epochs"], device=device, variant=args["variant"], **resolved)
     epochs = args["epochs"] or task.SCHEDULES[args["schedule"]]["epochs"]  # what the checkpoint's run trained
     ident = identity(task_name, args["backbone"], args["variant"], cfg.get("bench", {}), TASK_DEFAULT, args["schedule"],
                      epochs, data_root.name, args["seed"], resolved, evaluated_run=evaluated_run)
     name = run_name(ident)
-    cfg = _prepare_cfg(cfg, False, "none")
+    cfg = prepare_cfg(cfg, False, "none")
     t0 = time.time()
     with _discarded_on_failure(work_dir, not work_dir.exists()):
         runner = Runner.from_cfg(cfg)
-        try:  # strict: a checkpoint whose shapes do not fit (another class count, width) is an error, not a log line
-            runner.load_checkpoint(str(ckpt), map_location="cpu", strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise BenchError(f"{ckpt}: does not fit the {task_name} model built for {data_root} "
-                             f"({'; '.join(first[:3])[:400]})") from None
+        rundir.load_into(runner, ckpt, f"the {task_name} model built for {data_root}")
         check_writable(Path(results_dir) / task_name)
         metrics = runner.test()
-    record = make_record(task, args, cfg, metrics, _unwrap(runner.model), device, time.time() - t0, name, epochs)
+    record = make_record(task, args, cfg, metrics, common.unwrap(runner.model), device, time.time() - t0, name, epochs)
     record.update(identity=ident, evaluated_checkpoint=str(ckpt), evaluated_run=evaluated_run)
     return record, write_record(record, results_dir)

@@ -31,21 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _config(work_dir: Path):
-    from mmengine.config import Config
-    dumped = sorted(work_dir.glob("2*.py"))  # the run's dumped configs, one per (resumed) part
-    if not dumped:
-        sys.exit(f"{work_dir}: no dumped config (<timestamp>.py); expected the work dir of a detection run")
-    return Config.fromfile(dumped[-1])
-
-
-def _last_checkpoint(work_dir: Path) -> str:
-    """The run's last saved checkpoint (mmengine's ``last_checkpoint`` pointer), for erf and trainap."""
-    pointer = work_dir / "last_checkpoint"
-    if not pointer.is_file():
-        sys.exit(f"{work_dir}: no last_checkpoint; expected the work dir of a detection run that saved one")
-    return pointer.read_text().strip()
+from bench import rundir  # noqa: E402
+from bench.errors import BenchError  # noqa: E402
 
 
 def _register():
@@ -60,7 +47,7 @@ def _register():
 def _retraining_config(work_dir: Path, out_dir: Path, epochs=None):
     """The run's config, retrained into ``out_dir`` (optionally for fewer epochs), without validation."""
     _register()
-    cfg = _config(work_dir)
+    cfg = rundir.dumped_config(work_dir)
     cfg.work_dir = str(out_dir)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     if epochs:
@@ -109,8 +96,8 @@ def bblr(work_dir: Path, out_dir: Path, mult: float):
 def trainap(work_dir: Path, out_dir: Path):
     from mmengine.runner import Runner
     _register()
-    base = _config(work_dir)
-    ckpt = _last_checkpoint(work_dir)
+    base = rundir.dumped_config(work_dir)
+    ckpt = str(rundir.last_checkpoint(work_dir))
     for split, ann in (("train", base.train_dataloader.dataset.ann_file),
                        ("val", base.test_dataloader.dataset.ann_file)):
         cfg = base.copy()
@@ -173,10 +160,10 @@ def erf(work_dir: Path, n: int = 8):
 
     from tasks import detection
     _register()
-    cfg = _config(work_dir)
+    cfg = rundir.dumped_config(work_dir)
     size = cfg.bench["input_size"]
     model = MODELS.build(cfg.model)
-    ckpt = torch.load(_last_checkpoint(work_dir), map_location="cpu", weights_only=False)
+    ckpt = torch.load(rundir.last_checkpoint(work_dir), map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (detection.MEAN, detection.STD))
@@ -216,4 +203,7 @@ if __name__ == "__main__":
     fn, types = MODES.get(mode, (None, ()))
     if fn is None or not len(types) - (mode == "erf") <= len(args) <= len(types):
         sys.exit(__doc__)
-    fn(*(t(a) for t, a in zip(types, args)))
+    try:
+        fn(*(t(a) for t, a in zip(types, args)))
+    except BenchError as e:
+        sys.exit(f"diagnose_detection: error: {e}")

@@ -89,6 +89,12 @@ def backbone_channels(kwargs: dict) -> list[int]:
         return list(backbones.BiNealNet(**plain).out_channels)
 
 
+def unwrap(model):
+    """The model inside mmengine's DDP / FSDP wrapper (itself when not wrapped)."""
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
 def optim_wrapper(device: str, optimizer: dict, aux_lr_mult: float = 1.0, clip_grad: dict | None = None) -> dict:
     """A task's own optimizer (used when no recipe is named): bf16 AMP on CUDA; parameter groups by
     kind (see ``tasks.recipes``): no decay on quantizer parameters, norms and biases; the latent

@@ -141,7 +141,8 @@ def _register():
             from backbones.layers import QConv2d
             from backbones.quantizers import BinaryWeightQuantizer
             on = runner.epoch >= self.switch_epoch
-            model = _unwrap(runner.model)
+            from .common import unwrap
+            model = unwrap(runner.model)
             for m in model.modules():
                 wq = getattr(m, "weight_quantizer", None)
                 if isinstance(m, QConv2d) and isinstance(wq, BinaryWeightQuantizer) and wq._active != on:
@@ -160,7 +161,8 @@ def _register():
             self.batches, self.dataloader = batches, dataloader
 
         def before_test(self, runner):
-            model = _unwrap(runner.model)
+            from .common import unwrap
+            model = unwrap(runner.model)
             loader = runner.build_dataloader(self.dataloader)
             n, seen = calibrate_int8(model, (model.data_preprocessor(b, False) for b in loader), self.batches)
             runner.logger.info(f"PTQ: {n} INT8 quantizers calibrated on {seen} training batches")
@@ -200,12 +202,6 @@ def _register():
                 else:
                     group = dict(lr=lr, weight_decay=wd)
                 params.append(dict(params=[p], **group))
-
-
-def _unwrap(model):
-    """The model inside mmengine's DDP / FSDP wrapper (itself when not wrapped)."""
-    from mmengine.model import is_model_wrapper
-    return model.module if is_model_wrapper(model) else model
 
 
 #: output-level distillation for dense tasks (a task's ``add_teacher`` picks one): the student's

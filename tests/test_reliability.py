@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tasks
-from bench import runner
+from bench import rundir, runner
 from bench.cli import main
 from tasks.base import BenchError
 
@@ -25,12 +25,12 @@ def test_resume_falls_back_from_a_truncated_last_checkpoint(tmp_path, capsys):
     data = (tmp_path / "epoch_2.pth").read_bytes()
     (tmp_path / "epoch_2.pth").write_bytes(data[: len(data) // 2])  # cut short while saving
     (tmp_path / "last_checkpoint").write_text(str(tmp_path / "epoch_2.pth"))
-    assert runner._verified_last_checkpoint(tmp_path) == tmp_path / "epoch_1.pth"
+    assert rundir.resumable_checkpoint(tmp_path) == tmp_path / "epoch_1.pth"
     assert (tmp_path / "last_checkpoint").read_text() == str(tmp_path / "epoch_1.pth")
     assert "epoch_2.pth is damaged" in capsys.readouterr().err
     (tmp_path / "epoch_1.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(BenchError, match="no earlier checkpoint"):
-        runner._verified_last_checkpoint(tmp_path)
+        rundir.resumable_checkpoint(tmp_path)
 
 
 def test_checkpoint_saves_are_atomic(tmp_path, monkeypatch):

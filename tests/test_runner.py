@@ -278,8 +278,8 @@ def test_cuda_config_uses_bf16_amp(tmp_path):
 def test_commit_given_by_the_launcher_wins_over_the_copy_s_git(monkeypatch):
     import re
 
-    import bench.runner
+    import bench.provenance
     monkeypatch.delenv("BENCH_COMMIT", raising=False)
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", bench.runner.commit.__wrapped__())
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", bench.provenance.commit.__wrapped__())
     monkeypatch.setenv("BENCH_COMMIT", "9a34790")
-    assert bench.runner.commit.__wrapped__() == "9a34790"
+    assert bench.provenance.commit.__wrapped__() == "9a34790"
