@@ -75,6 +75,7 @@ def test_eval_refuses_a_checkpoint_that_does_not_fit(tmp_path, capsys):
                  "--results-dir", str(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "head.weight" in err and not (tmp_path / "res").exists()
+    assert not (ckpt.parent / "eval_two-classes").exists()  # the failed eval leaves no log folder behind
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     assert main(["eval", "--task", "classification", "--checkpoint", str(ckpt), "--data", str(sample),
                  "--results-dir", str(tmp_path / "res")]) == 2
