@@ -76,7 +76,7 @@ def _last_good(folder) -> str:
         with open(os.path.join(folder, "last_checkpoint")) as f:
             return f"the last good checkpoint is kept: {f.read().strip()}"
     except OSError:
-        return "no checkpoint was written yet"
+        return "the files already there are kept"
 
 
 from mmengine.fileio.backends.local_backend import LocalBackend  # noqa: E402
