@@ -78,3 +78,16 @@ def width_help(task: str) -> str:
                      for k, v in rows.items())
     return "backbone width multiplier (default: " + (told + "; " if told else "") + "else the preset's own: " + \
         ", ".join(f"{p} {kw['width']:g}" for p, kw in PRESETS.items()) + ")"
+
+
+#: the precision a task gives its head (and neck) under a quantized body, when none is asked for: one
+#: recorded choice for all three backbones; a float body keeps a float head. Dense heads stay float
+#: (--head-precision changes them); super-resolution's first and last conv and matching's output
+#: layers are 8-bit, as the paper's.
+TASK_HEAD_PRECISIONS = {"classification": "fp32", "detection": "fp32", "segmentation": "fp32",
+                        "super_resolution": "int8", "matching": "int8"}
+
+
+def default_head_precision(task: str, body_precision: str = "binary") -> str:
+    """The head precision of ``task`` over a body at ``body_precision`` (the table above)."""
+    return "fp32" if body_precision == "fp32" else TASK_HEAD_PRECISIONS.get(task, "fp32")

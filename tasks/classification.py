@@ -26,7 +26,7 @@ from . import common, recipes
 from .base import DataError, Task, option, register
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
-HEAD_PRECISION = "fp32"  # the linear head stays float for every backbone (recorded)
+HEAD_PRECISION = backbones.presets.TASK_HEAD_PRECISIONS["classification"]  # the linear head (recorded)
 
 # per_class_*: images per class taken (first by file name; None = all). lr is for batch_size.
 # paper = the seed's schedule (400 epochs, batch 128, SGD 0.1 with SGDR warm restarts).

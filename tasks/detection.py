@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from backbones.layers import qconv, qdeconv
 from backbones.precision import KINDS
+from backbones.presets import default_head_precision
 
 from . import common
 from .base import BenchError, DataError, Task, option, register
@@ -454,7 +455,7 @@ class Detection(Task):
     OPTIONS = {
         "model": option(str, "centernet", list(MODELS_),
                         "detector: centernet (CenterNet-R18 without DCN, the paper's) or retinanet (FPN)"),
-        "head_precision": option(str, "fp32", list(KINDS),
+        "head_precision": option(str, default_head_precision("detection"), list(KINDS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, help="checkpoint of a run of ours whose backbone.* weights initialise the backbone"),
     }

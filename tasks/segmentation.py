@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from backbones.precision import KINDS
+from backbones.presets import default_head_precision
 
 from . import common
 from .base import BenchError, DataError, Task, option, register
@@ -281,7 +282,7 @@ class Segmentation(Task):
     OPTIONS = {
         "model": option(str, None, list(MODELS_), "fcn (FCN-D8, the paper's), deeplabv3 (ASPP, D8) or fpn "
                                                   "(Semantic FPN, undilated); default: the schedule's"),
-        "head_precision": option(str, "fp32", list(KINDS),
+        "head_precision": option(str, default_head_precision("segmentation"), list(KINDS),
                                  "precision of neck and head convs, the same for every backbone"),
         "init_from": option(str, None, None, "checkpoint whose backbone.* weights initialise the backbone"),
     }

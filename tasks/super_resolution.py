@@ -473,7 +473,7 @@ class SuperResolution(Task):
             return Config(cfg)
         bb = common.backbone_kwargs(self, backbone, variant, width, schedule)
         w_kind, a_kind = backbones.PRECISIONS[bb["precision"]]
-        edge = "fp32" if bb["precision"] == "fp32" else "int8"  # first and last conv: 8 bits unless float
+        edge = backbones.presets.default_head_precision(self.NAME, bb["precision"])  # first and last conv
         channels = max(1, int(round(BASE_CHANNELS * bb["width"])))
         model = common.quantized_model(dict(
             type="BenchSR", scale=scale, channels=channels, blocks=BASE_BLOCKS, w=w_kind, a=a_kind, edge=edge,

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from backbones.precision import uniform_kind
+from backbones.presets import default_head_precision
 
 from .. import common
 from ..base import DataError, Task, option, register
@@ -103,7 +104,7 @@ class Matching(Task):
         if body is None:
             raise DataError(f"variant precision {bb['precision']!r} is not supported by the matching network "
                             "(binary, int8 or fp32)")
-        head = "fp32" if body == "fp32" else "int8"
+        head = default_head_precision(self.NAME, body)
         dirs = train_dirs(train_images)
         files = train_image_files(dirs)
         h = hashlib.sha256()
