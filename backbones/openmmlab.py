@@ -51,20 +51,14 @@ CheckpointLoader.register_scheme(prefixes="", loader=load_from_local, force=True
 def _atomic_put(self, obj: bytes, filepath) -> None:
     """mmengine's local ``put`` (checkpoints, dumps), atomic: a temporary file in the same folder,
     fsync, rename. A full disk or a kill mid-save leaves the previous file, never a truncated one."""
-    import tempfile
+    from .files import AtomicFile
     folder = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(filepath)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with AtomicFile(filepath) as f:
             f.write(obj)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise BenchError(f"{folder}: disk full while writing {os.path.basename(filepath)}; "
                              f"{_last_good(folder)} (free some space, then rerun with --resume)") from None
         raise

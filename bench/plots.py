@@ -1,8 +1,6 @@
 """Figures derived from the records: metric against cost per task, and training curves."""
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,14 +16,14 @@ def _model_of(r):
 
 
 def _save_figure(fig, path: Path, dpi: int) -> None:
-    """Atomic, as every write here: a temporary file in the same folder, then os.replace."""
+    """Atomic, as every write here (backbones.files.AtomicFile)."""
     import matplotlib.pyplot as plt
+
+    from backbones.files import AtomicFile
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=dpi)
+    with AtomicFile(path) as f:
+        fig.savefig(f, dpi=dpi, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def task_plot(records: list[dict], path: Path) -> None:

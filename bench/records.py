@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path, PurePosixPath
 
+from backbones.files import AtomicFile
 from tasks.recipes import TASK_DEFAULT
 
 from .errors import BenchError
@@ -26,19 +25,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        out = AtomicFile(path)
     except OSError as e:
         raise BenchError(f"{path.parent}: results folder not writable ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with out as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def check_writable(folder: Path) -> None:
