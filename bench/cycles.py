@@ -224,8 +224,8 @@ def main(argv=None):
             rel = f"  ({int8['-'] / c:.2f}x the int8 model's speed)" if int8 and k != "-" else ""
             print(f"{name:16s} K={k:>3s} {c:>12,d} cycles{rel}")
     if a.record:
-        from .runner import COMMIT, _versions
-        rec = dict(size=a.size, array=ARRAY, cycles=res, simulator="SCALE-Sim v3", commit=COMMIT, versions=_versions(),
+        from .provenance import commit, versions
+        rec = dict(size=a.size, array=ARRAY, cycles=res, simulator="SCALE-Sim v3", commit=commit(), versions=versions(),
                    command=f"python -m bench.cycles --backbones {a.backbones} --size {a.size} --k-binary {a.k_binary} "
                            f"--record {a.record}")
         atomic_write(Path(a.record), json.dumps(rec, indent=1, sort_keys=True) + "\n")
