@@ -205,7 +205,10 @@ def _command(m: Manifest, run: Run, device: str, results_dir: Path, smoke: bool,
                     ("--epochs", None if smoke else run.epochs)):
         if v is not None:
             args += [flag, str(v)]
+    carried = [d["path"] for d in m.data.values() if d.get("path")]
     for k, v in run.options.items():
+        if smoke and any(c in str(v) for c in carried):
+            continue  # names carried data: smoke runs on the embedded samples
         args += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
     for flag, dep in (("--teacher", run.teacher), ("--init-from", run.init_from)):
         if dep:

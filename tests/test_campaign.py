@@ -96,3 +96,17 @@ def test_deadline_too_near_starts_nothing(tmp_path, capsys):
     assert _camp(tmp_path, m, "--smoke", "--budget-s", "40") == 0
     assert "not started: the deadline is too near" in capsys.readouterr().out
     assert not (tmp_path / "res").exists()
+
+
+def test_committed_manifest_is_valid_and_ordered(tmp_path):
+    """campaigns/gpu.toml names known tasks, schedules, recipes and data, and every run comes after
+    the runs it needs; each session's data is declared."""
+    m = campaign.load_manifest(campaign.REPO / "campaigns" / "gpu.toml")
+    rows = campaign.plan(m, tmp_path)  # an empty results dir: everything to go
+    order = [r["id"] for r in rows]
+    assert len(order) == len(m.runs) and len(set(order)) == len(order)
+    for r in m.runs:
+        assert all(order.index(d) < order.index(r.id) for d in r.deps())
+        assert m.data_of(r).get("path") or r.task not in ("classification", "detection"), r.id
+        assert all(m.run(d).session == r.session for d in r.deps()), f"{r.id}: a checkpoint does not travel"
+    assert {r.session for r in m.runs} >= {1, 2, 3}
