@@ -341,7 +341,7 @@ def _loop(m, rows, done, running, logs, results_dir, deadline, parallel, device,
             elif proc.returncode == 0 and find_record(m, m.run(rid), results_dir):
                 rows[rid].update(state="recorded", record=find_record(m, m.run(rid), results_dir))
                 rate = json.loads(rows[rid]["record"].read_text()).get("train_samples_per_s")
-                rows[rid]["note"] = f"{rate:,.0f} training samples/s end to end" if rate else ""
+                rows[rid]["note"] = f"{rate:.3g} training samples/s end to end" if rate else ""
                 done.add(rid)
             else:
                 lines = [ln.strip() for ln in Path(log.name).read_text(errors="replace").splitlines() if ln.strip()]
@@ -427,8 +427,9 @@ def data_files(src: Path, exclude=(), per_class=None) -> list[Path]:
     """The files of a data folder that travel: all but the ``exclude`` globs; with ``per_class``
     ({"train": N, "test": M}) an ImageFolder's first N / M images per class by name, the same
     images a schedule's per_class_train / per_class_test takes from the whole folder."""
+    from fnmatch import fnmatch  # "val/*" leaves out all of val/, subfolders too
     files = [f for f in sorted(src.rglob("*")) if f.is_file()
-             and not any(f.relative_to(src).match(g) for g in exclude)]
+             and not any(fnmatch(f.relative_to(src).as_posix(), g) for g in exclude)]
     if per_class:
         kept, seen = [], {}
         for f in files:
@@ -489,7 +490,10 @@ def prepare(m: Manifest, sessions=None) -> list[str]:
     folders, and the wheels; prints what the call carries against the tool's limit. Returns the
     paths to carry."""
     chosen = {r.task for r in m.runs if not sessions or r.session in sessions}
-    wheels = "classification" if chosen == {"classification"} else "all"  # only what the runs import
+    # only what the runs import: the wheels count against the carry too
+    wheels = next(w for w, tasks in (("classification", {"classification"}),
+                                     ("segmentation", {"classification", "segmentation"}), ("all", None))
+                  if tasks is None or chosen <= tasks)
     carry = [f".whl/{wheels}"]
     for name, d in _session_data(m, sessions).items():
         src, archive = d.get("source"), d.get("archive")

@@ -108,5 +108,5 @@ def test_committed_manifest_is_valid_and_ordered(tmp_path):
     for r in m.runs:
         assert all(order.index(d) < order.index(r.id) for d in r.deps())
         assert m.data_of(r).get("path") or r.task not in ("classification", "detection"), r.id
-        assert all(m.run(d).session == r.session for d in r.deps()), f"{r.id}: a checkpoint does not travel"
+        assert all(m.run(d).session <= r.session for d in r.deps()), r.id
     assert {r.session for r in m.runs} >= {1, 2, 3}
