@@ -155,6 +155,22 @@ def qdeconv(in_channels, out_channels, kernel_size, stride=1, padding=0, output_
     return m
 
 
+def quantized_copy(conv: nn.Conv2d | nn.ConvTranspose2d, w: str, a: str) -> QConv2d | QConvTranspose2d:
+    """The quantized counterpart of a float ``conv`` or deconv: same shape, arguments and weights, at
+    precisions ``w`` and ``a``, its binary scales set from the copied weights. For the convs a stock
+    neck or head builds outside ``conv_cfg``."""
+    args = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                bias=conv.bias is not None, w=w, a=a)
+    if isinstance(conv, nn.ConvTranspose2d):
+        new = qdeconv(conv.in_channels, conv.out_channels, conv.kernel_size, output_padding=conv.output_padding,
+                      **args)
+    else:
+        new = qconv(conv.in_channels, conv.out_channels, conv.kernel_size, **args)
+    new.load_state_dict(conv.state_dict(), strict=False)
+    new.reset_quantizer_scales()
+    return new
+
+
 def reset_quantizer_scales(model: nn.Module) -> int:
     """Data-dependent quantizer init (binary beta = mean|W|) of every quantized layer in ``model``
     from its current weights; call after anything that re-initialises weights. Layers whose scales

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from backbones.layers import qconv, qdeconv
+from backbones.layers import quantized_copy
 from backbones.precision import KINDS
 from backbones.presets import default_head_precision
 
@@ -245,16 +245,7 @@ def quantize_neck_head(model: nn.Module, precision: str, output_convs=()) -> nn.
                 if not isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)) or hasattr(child, "weight_quantizer"):
                     continue
                 kind = "int8" if precision == "int8" or (part == "bbox_head" and full in output_convs) else "binary"
-                common_args = dict(stride=child.stride, padding=child.padding, dilation=child.dilation,
-                                   groups=child.groups, bias=child.bias is not None, w=kind, a=kind)
-                if isinstance(child, nn.ConvTranspose2d):
-                    new = qdeconv(child.in_channels, child.out_channels, child.kernel_size,
-                                  output_padding=child.output_padding, **common_args)
-                else:
-                    new = qconv(child.in_channels, child.out_channels, child.kernel_size, **common_args)
-                new.load_state_dict(child.state_dict(), strict=False)
-                new.reset_quantizer_scales()
-                setattr(m, child_name, new)
+                setattr(m, child_name, quantized_copy(child, kind, kind))
         if precision == "binary":
             for m in root.modules():  # mmcv ConvModule keeps its activation as `activate`
                 if hasattr(m, "activate") and isinstance(m.activate, nn.ReLU):

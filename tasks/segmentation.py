@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backbones.layers import quantized_copy
 from backbones.precision import KINDS
 from backbones.presets import default_head_precision
 
@@ -228,11 +229,7 @@ def _register():
         if output_precision:
             heads = [m.decode_head] + ([m.auxiliary_head] if getattr(m, "auxiliary_head", None) else [])
             for head in heads:
-                old = head.conv_seg
-                new = backbones.layers.qconv(old.in_channels, old.out_channels, 1, bias=True,
-                                             w=output_precision, a=output_precision)
-                new.load_state_dict(old.state_dict(), strict=False)
-                head.conv_seg = new
+                head.conv_seg = quantized_copy(head.conv_seg, output_precision, output_precision)
         return m
 
     MODELS.register_module(name="BenchSegmentor", module=BenchSegmentor)
