@@ -292,7 +292,20 @@ def plan(m: Manifest, results_dir: Path, sessions=None, device=None, smoke=False
     return rows
 
 
-def format_plan(rows) -> str:
+def makespan(rows, parallel: int) -> float:
+    """Seconds until the last of ``rows`` ends when they run as `execute` starts them: in order,
+    ``parallel`` at once, each after the runs it needs (a run without an estimate counts 0). The
+    estimates were measured with runs sharing the device, so this does not divide them again."""
+    end, slots, t = {}, [0.0] * parallel, 0.0
+    ids = {r["id"] for r in rows}
+    for r in rows:
+        slot = min(range(parallel), key=slots.__getitem__)
+        t = max([slots[slot]] + [end[d] for d in r["deps"] if d in ids])
+        end[r["id"]] = slots[slot] = t + (r["est_s"] or 0.0)
+    return max(end.values(), default=0.0)
+
+
+def format_plan(rows, parallel: int = 1, budget_s: float | None = None) -> str:
     lines = [f"{'run':36s} {'session':>7s} {'state':>10s} {'estimate':>9s} {'from':>9s}  needs"]
     for r in rows:
         est = f"{r['est_s'] / 60:.1f} min" if r["est_s"] else "unknown"
@@ -301,9 +314,15 @@ def format_plan(rows) -> str:
     todo = [r for r in rows if r["state"] != "recorded"]
     for s in sorted({r["session"] for r in todo}):
         known = [r["est_s"] for r in todo if r["session"] == s and r["est_s"]]
-        lines.append(f"session {s}: {sum(r['session'] == s for r in todo)} runs to go, {sum(known) / 60:.1f} min "
-                     f"in series by the estimates ({sum(r['session'] == s and not r['est_s'] for r in todo)} "
-                     "without one); --parallel shares the device among them")
+        unknown = sum(r["session"] == s and not r["est_s"] for r in todo)
+        line = (f"session {s}: {sum(r['session'] == s for r in todo)} runs to go, {sum(known) / 60:.1f} min in "
+                f"series by the estimates ({unknown} without one)")
+        if budget_s:
+            need = makespan([r for r in todo if r["session"] == s], parallel)
+            verdict = "fits" if need <= budget_s and not unknown else "does NOT fit" if need > budget_s else "may fit"
+            line += (f"; {verdict} one {budget_s / 60:.1f}-min call: {need / 60:.1f} min at --parallel {parallel} "
+                     "by the estimates, in dependency order")
+        lines.append(line)
     return "\n".join(lines)
 
 

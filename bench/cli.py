@@ -303,7 +303,7 @@ def cmd_campaign(a):
         deadline = min(deadline, cg.parse_until(a.until, dt.datetime.now()).timestamp())
     if deadline <= start:
         raise BenchError(f"the deadline is already past ({a.until or f'--budget-s {a.budget_s}'})")
-    print(cg.format_plan(cg.plan(m, results, sessions, a.device, a.smoke)))
+    print(cg.format_plan(cg.plan(m, results, sessions, a.device, a.smoke), a.parallel, a.budget_s))
     if a.dry_run:
         return
     env = None

@@ -110,3 +110,13 @@ def test_committed_manifest_is_valid_and_ordered(tmp_path):
         assert m.data_of(r).get("path") or r.task not in ("classification", "detection"), r.id
         assert all(m.run(d).session <= r.session for d in r.deps()), r.id
     assert {r.session for r in m.runs} >= {1, 2, 3}
+
+
+def test_makespan_follows_slots_and_dependencies():
+    rows = [dict(id="t", deps=[], est_s=100), dict(id="a", deps=[], est_s=300),
+            dict(id="s", deps=["t"], est_s=50), dict(id="b", deps=[], est_s=None)]
+    # two slots: t 0-100, a 0-300; s after t 100-150; b (no estimate) at 150
+    assert campaign.makespan(rows, 2) == 300
+    assert campaign.makespan(rows, 1) == 450  # in order: 100 + 300 + 50
+    rows[2]["est_s"] = 500
+    assert campaign.makespan(rows, 2) == 600  # s waits for t, then runs 500 s
