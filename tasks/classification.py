@@ -319,7 +319,9 @@ def _register():
             return self.head(F.adaptive_avg_pool2d(self.backbone(x)[-1], 1).flatten(1))
 
         def forward(self, inputs, data_samples=None, mode="tensor"):
-            logits = self._logits(inputs)
+            # compiled for training only: evaluation in eager mode costs no recompile (BatchNorm's
+            # mode and the test set's last, smaller batch would each be another graph)
+            logits = self._logits(inputs) if self.training else self._logits_eager(inputs)
             if mode == "loss" and self._teacher is not None:
                 # ReActNet's distribution loss: cross-entropy to the float teacher's softmax
                 t = self._teacher.to(inputs.device).eval()
@@ -389,8 +391,9 @@ class Classification(Task):
         bb = common.backbone_kwargs(self, backbone, variant, width, schedule,
                                     stem="cifar" if s["input_size"] <= 64 else "imagenet", out_indices=(3,))
         n_classes = len(_class_names(data_root))
+        # compiled training drops the epoch's last, smaller batch (one shape, one graph)
         loader = lambda split, per_class, shuffle: dict(  # noqa: E731
-            batch_size=s["batch_size"], num_workers=0, persistent_workers=False,
+            batch_size=s["batch_size"], num_workers=0, persistent_workers=False, drop_last=bool(compile and shuffle),
             sampler=dict(type="DefaultSampler", shuffle=shuffle),
             collate_fn=dict(type="bench_batch_collate"),
             dataset=dict(type="BenchInMemoryDataset", root=str(data_root), split=split, per_class=per_class,
