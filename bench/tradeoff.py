@@ -138,6 +138,24 @@ def metric_at(records: list[dict], precision: str, axis: str, cost: float, deplo
     return interpolate(pts, cost)
 
 
+def at_other_cost(records: list[dict], of: dict, precision: str = "binealnet", axis: str = "latency",
+                  deployments=None) -> tuple[float | None, str]:
+    """For an overview cell ("BNN metric at INT8's latency"): ``precision``'s metric at the cost of record
+    ``of`` on ``axis``, interpolated over ``precision``'s records of the same task and schedule;
+    (value, '') or (None, why)."""
+    c = cost_of(of, axis, deployments)
+    if c is None:
+        return None, f"{of.get('backbone')} has no {AXES[axis]}"
+    same = [r for r in records if r["task"] == of["task"] and r["schedule"] == of["schedule"]]
+    pts = [(cost_of(r, axis, deployments), r["metric"]["value"]) for r in same
+           if r.get("backbone") == precision and not r.get("variant")]
+    pts = [p for p in pts if p[0] is not None]
+    if not pts:
+        return None, f"no {precision} record with a {AXES[axis]}"
+    v = interpolate(pts, c)
+    return (v, "") if v is not None else (None, f"outside {precision}'s measured range")
+
+
 def iso_cost_rows(curve: dict, a="binealnet", b="int8") -> list[dict]:
     """For each measured width of ``a``: ``b``'s metric interpolated at its cost, and the reverse."""
     rows = []

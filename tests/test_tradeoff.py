@@ -101,3 +101,13 @@ def test_compare_widths_runs_every_backbone_at_every_width(tmp_path, monkeypatch
     assert [b for b, w, _ in calls if w == 0.5][0] == "fp32"
     assert ("binealnet", 0.5, "fp32-0.5.pth") in calls and ("binealnet", 1.0, "fp32-1.0.pth") in calls
     assert cli.main(["compare", "--task", "classification", "--widths", "0.5,-1"]) == 2
+
+
+def test_overview_cell_metric_at_the_other_precisions_cost():
+    recs = [_rec("binealnet", 1.0, 0.40, 16e6, 1, "adamw-kd"), _rec("binealnet", 2.0, 0.45, 64e6, 1, "adamw-kd"),
+            _rec("int8", 1.0, 0.50, 32e6, 1, "adamw"), _rec("int8", 0.25, 0.3, 4e6, 1, "adamw")]
+    v, why = tradeoff.at_other_cost(recs, recs[2], "binealnet", "ops")
+    assert v == pytest.approx(0.425) and why == ""
+    assert tradeoff.at_other_cost(recs, recs[3], "binealnet", "ops") == (None, "outside binealnet's measured range")
+    assert tradeoff.at_other_cost(recs, recs[2], "binealnet", "latency", {})[1] == \
+        "int8 has no deployed latency, 1 thread (ms)"
