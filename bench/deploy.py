@@ -428,9 +428,10 @@ def _peak_cell(r) -> str:
     p = r.get("inner_loop_peak")
     if not p:
         return "-"
-    best = r.get("binary_gmac_per_s_1T_best_call")
+    best, steps = r.get("binary_gmac_per_s_1T_best_call"), r.get("binary_gmac_per_s_1T_step_sum")
     return (f"{p['gmac_per_s']} ({p['path']}; whole backbone {r['binary_gmac_per_s_1T'] / p['gmac_per_s']:.2f}x of it"
-            + (f", {best / p['gmac_per_s']:.2f}x at its best call" if best else "") + ")")
+            + (f", {best / p['gmac_per_s']:.2f}x at its best call" if best else "")
+            + (f", {steps / p['gmac_per_s']:.2f}x by its steps' best calls ({steps} GMAC/s)" if steps else "") + ")")
 
 
 def _isa_section(results_dir) -> list[str]:
@@ -522,7 +523,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     torch.manual_seed(0)
     x = torch.randn(1, 3, size, size)
     machine = dict(_machine(), isa=getattr(roofline.this_cpu(), "name", None), isa_flags=roofline.isa_flags_present())
-    rows, mins, macs = {}, {}, {}
+    rows, mins, macs, parts = {}, {}, {}, None
     export = Path(export_dir or tempfile.mkdtemp(prefix="bench224_"))
     for name in ("fp32", "int8", "binealnet"):
         m = backbones.build(name, stem="imagenet", out_indices=(3,))
@@ -543,6 +544,8 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                 label = f"{e} {r['version']} (ONNX{' QDQ' if name == 'int8' else ''})"
                 rows[name][label], mins[name][label] = r["latency_ms_batch1"], r["latency_ms_batch1_min"]
         macs[name] = roofline.backbone_macs(name, size)
+        if name == "binealnet" and kernel.startswith("packed"):
+            parts = binary_breakdown(d, x)
     bmacs = macs["binealnet"]["binary"]
     peak = inner_loop_peak()
     isa = roofline.this_cpu()
@@ -565,6 +568,14 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
               f"1 thread): {peak['gmac_per_s']:.0f} binary GMAC/s; the whole binealnet backbone at 1T reaches "
               f"{gmac['median'] / peak['gmac_per_s']:.2f}x of it at its median, {gmac['min'] / peak['gmac_per_s']:.2f}x "
               "at its best call")
+    if parts:
+        bm = bmacs / 1e6
+        print(f"  binealnet step by step (best calls, 1T): stem conv {parts['stem_conv']:.2f} ms, max-pool+ReLU "
+              f"{parts['maxpool_relu']:.2f}, packing {parts['packing']:.2f}, binary convs {parts['binary_convs']:.2f}; "
+              f"sum {parts['sum']:.2f} ms -> {bm / parts['sum']:.0f} binary GMAC/s over the whole backbone, "
+              f"{bm / parts['binary_convs']:.0f} in the binary convs"
+              + (f" ({bm / parts['sum'] / peak['gmac_per_s']:.2f}x and {bm / parts['binary_convs'] / peak['gmac_per_s']:.2f}x "
+                 "of the inner-loop peak)" if peak else ""))
     floors = {}
     if isa and ghz:
         for name in rows:
@@ -574,6 +585,8 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     rec = dict(size=size, repeats=repeats, threads=list(threads), latency_ms_batch1=rows,
                fastest_1T={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best.items()}, macs=macs,
                binary_gmac_per_s_1T=gmac["median"], binary_gmac_per_s_1T_best_call=gmac["min"], inner_loop_peak=peak,
+               binealnet_steps_ms_best_call=parts,
+               binary_gmac_per_s_1T_step_sum=round(bmacs / parts["sum"] / 1e6, 1) if parts else None,
                latency_ms_batch1_min=mins, fastest_1T_min={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best_min.items()},
                floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
                commit=commit(), versions=versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
@@ -585,6 +598,57 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
         atomic_write(out, json.dumps(rec, indent=1, sort_keys=True) + "\n")
         print(f"record: {out}")
     return rec
+
+
+def binary_breakdown(d, x, repeats=15) -> dict:
+    """Best-call ms of each step of a deployed binary backbone ``d`` on ``x`` (1 thread): stem conv, max-pool +
+    ReLU, activation packing (all convs) and the binary convs (all). On a shared machine a whole forward is
+    rarely left uninterrupted; each step is short enough to be, so their sum estimates an idle core."""
+    from backbones.deploy import _ext
+    ops = _ext.load()
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def best(fn):
+        return min(_calls_ms(fn, repeats))
+    try:
+        with torch.no_grad():
+            xc = x.float().contiguous(memory_format=torch.channels_last)
+            out = dict(stem_conv=best(lambda: d.stem(xc)))
+            y = d.stem(xc)
+            out["maxpool_relu"] = best(lambda: F.relu(F.max_pool2d(y, 3, 2, 1))) if d.maxpool else 0.0
+            h = F.relu(F.max_pool2d(y, 3, 2, 1) if d.maxpool else y).permute(0, 2, 3, 1).contiguous()
+            out["packing"] = out["binary_convs"] = 0.0
+            e = x.new_empty(0)
+            for b in d.blocks:
+                out1 = None
+                for name in ("ds", "conv1", "conv2"):
+                    c = b[name]
+                    if c is None:
+                        continue
+                    xin = out1 if name == "conv2" else h
+                    xp = ops.pack_act(xin, c.b0, c.slope, c.b1, c.padding, c.padding, "auto")
+                    out["packing"] += best(lambda: ops.pack_act(xin, c.b0, c.slope, c.b1, c.padding, c.padding, "auto"))
+                    out["binary_convs"] += best(lambda: ops.binary_conv(xp, c.wp, c.C, c.k, c.k, c.stride, c.dilation,
+                                                                        c.scale, c.bias, e, "auto"))
+                    if name == "conv1":
+                        out1 = ops.binary_conv(xp, c.wp, c.C, c.k, c.k, c.stride, c.dilation, c.scale, c.bias, e, "auto")
+                h = d._block_binary(b, h)
+    finally:
+        torch.set_num_threads(old)
+    out = {k: round(v, 3) for k, v in out.items()}
+    out["sum"] = round(sum(out.values()), 3)
+    return out
+
+
+def _calls_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def inner_loop_peak(words=36, seconds=0.003, tries=100):

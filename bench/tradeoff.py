@@ -156,6 +156,19 @@ def at_other_cost(records: list[dict], of: dict, precision: str = "binealnet", a
     return (v, "") if v is not None else (None, f"outside {precision}'s measured range")
 
 
+def dominated(curve: dict, higher_is_better=True) -> list[tuple]:
+    """(precision, width, by precision, by width) for every measured point another precision's point beats:
+    no costlier and strictly better."""
+    sign = 1 if higher_is_better else -1
+    out = []
+    for p, pts in curve.items():
+        for c, m, w in pts:
+            best = [(q, v) for q, qp in curve.items() if q != p for c2, m2, v in qp if c2 <= c and sign * m2 > sign * m]
+            if best:
+                out.append((p, w) + best[0])
+    return out
+
+
 def iso_cost_rows(curve: dict, a="binealnet", b="int8") -> list[dict]:
     """For each measured width of ``a``: ``b``'s metric interpolated at its cost, and the reverse."""
     rows = []
@@ -217,7 +230,10 @@ def report(task: str, schedule: str, results_dir, axes=tuple(AXES)) -> tuple[Pat
             lines += ["", f"## Iso-cost on {AXES[ax]}", "",
                       f"Not both fronts measured on this axis ({', '.join(sorted(curve)) or 'none'} have a cost here)."]
             continue
-        lines += ["", f"## Iso-cost on {AXES[ax]}", "", f"| at | width | cost | its {metric} | other | other's {metric} "
+        dom = dominated(curve, hib)
+        lines += ["", f"## Iso-cost on {AXES[ax]}", "", "Dominated points (another precision's width is no costlier "
+                  "and scores better): " + ("; ".join(f"{p} {w:g}x by {q} {v:g}x" for p, w, q, v in dom) or "none") + ".",
+                  "", f"| at | width | cost | its {metric} | other | other's {metric} "
                   "at this cost |", "|---|---|---|---|---|---|"]
         for row in iso_cost_rows(curve):
             if row["other_metric"] is None:
@@ -240,6 +256,7 @@ def report(task: str, schedule: str, results_dir, axes=tuple(AXES)) -> tuple[Pat
 def plot(per_axis: dict, metric: str, higher_is_better: bool, path: Path, title: str) -> None:
     """One panel per cost axis (log x): every measured width as a point, each precision's front as a line."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     axes = [a for a in per_axis if per_axis[a]]
@@ -254,6 +271,7 @@ def plot(per_axis: dict, metric: str, higher_is_better: bool, path: Path, title:
             front = pareto_front([(c, m) for c, m, _ in pts], higher_is_better)
             ax.plot([c / SCALE[ax_name] for c, _ in front], [m for _, m in front], color=colors.get(prec), label=prec)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short ranges
         ax.set_xlabel(AXES[ax_name])
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -111,3 +111,9 @@ def test_overview_cell_metric_at_the_other_precisions_cost():
     assert tradeoff.at_other_cost(recs, recs[3], "binealnet", "ops") == (None, "outside binealnet's measured range")
     assert tradeoff.at_other_cost(recs, recs[2], "binealnet", "latency", {})[1] == \
         "int8 has no deployed latency, 1 thread (ms)"
+
+
+def test_dominated_points():
+    curve = {"binealnet": [(0.45, 0.20, 0.125), (0.84, 0.27, 0.25)], "int8": [(0.36, 0.23, 0.125), (0.42, 0.34, 0.25)]}
+    assert tradeoff.dominated(curve) == [("binealnet", 0.125, "int8", 0.125), ("binealnet", 0.25, "int8", 0.25)]
+    assert tradeoff.dominated({"binealnet": [(1, 0.3, 1.0)], "int8": [(2, 0.4, 1.0)]}) == []
