@@ -51,6 +51,10 @@ def prepare_cfg(cfg, resume=False, launcher="none", seed=0, desc="training"):
     own choice wins), the NaN stop, the progress bar, the resume state, and their imports."""
     cfg.launcher = launcher
     cfg.resume = bool(resume)
+    # mmengine keys its logger and visualizer by experiment name, the start second by default: a second
+    # run started in the same second would get the first's, writing into the first's (maybe removed) work dir
+    import uuid
+    cfg.setdefault("experiment_name", f"bench-{uuid.uuid4().hex[:8]}")
     if resume:  # the run's own last checkpoint holds the weights; load_from (a QAT start) would be resumed instead
         cfg.load_from = None
     hooks = cfg.get("default_hooks") or {}

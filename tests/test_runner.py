@@ -275,3 +275,13 @@ def test_commit_given_by_the_launcher_wins_over_the_copy_s_git(monkeypatch):
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", bench.provenance.commit.__wrapped__())
     monkeypatch.setenv("BENCH_COMMIT", "9a34790")
     assert bench.provenance.commit.__wrapped__() == "9a34790"
+
+
+def test_two_runs_never_share_mmengine_logger_or_visualizer():
+    """mmengine names both after the experiment (by default the start second): a run started in the
+    same second as one whose work dir is gone would write its config into that removed dir."""
+    from mmengine.config import Config
+
+    from bench.runner import prepare_cfg
+    a, b = (prepare_cfg(Config(dict(work_dir="w"))) for _ in range(2))
+    assert a.experiment_name != b.experiment_name
