@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -384,6 +385,12 @@ def write_table(results_dir=RESULTS_DIR) -> Path:
     return out
 
 
+def _width(r):
+    """The deployed run's width (from its run name, w<width>), '' when the name does not say."""
+    m = re.search(r"_w([0-9.]+)_", Path(r.get("checkpoint", "")).parent.name + "_")
+    return m.group(1) if m else ""
+
+
 def _engine_section(recs) -> list[str]:
     """The INT8 / FP32 classification records' ONNX engines, and binary against the fastest INT8."""
     with_eng = [r for r in recs if r.get("engines")]
@@ -397,29 +404,31 @@ def _engine_section(recs) -> list[str]:
              "scale); the stem conv, float in training, post-training quantized. Float: the input normalisation, "
              "the ReLU after each add, global pooling and the linear head. OpenVINO runs with INFERENCE_PRECISION_HINT "
              "f32 (left alone, it runs float layers in bf16 on this CPU).", "",
-             "| backbone | schedule | engine | batch-1 1T (ms) | batch-1 2T (ms) | top-1 deployed | top-1 recorded | "
-             "agreement with torch deployed (%) | convs as run |", "|---|---|---|---|---|---|---|---|---|"]
+             "| backbone | width | schedule | engine | batch-1 1T (ms) | batch-1 2T (ms) | top-1 deployed | top-1 recorded | "
+             "agreement with torch deployed (%) | convs as run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in with_eng:
         for name, e in r["engines"]["engines"].items():
             prims = "; ".join(f"{k} x{v}" for k, v in (e.get("conv_primitives") or {}).items()) or "-"
-            lines.append(f"| {r['backbone']} | {r['schedule']} | {name} {e['version']} | "
+            lines.append(f"| {r['backbone']} | {_width(r) or '-'} | {r['schedule']} | {name} {e['version']} | "
                          f"{e['latency_ms_batch1'].get('1', '-')} | {e['latency_ms_batch1'].get('2', '-')} | "
                          f"{pct(e.get('top1'))} | {pct(r['top1_recorded'])} | {pct(e.get('agreement_with_torch'))} | "
                          f"{prims} |")
-    lines += ["", "Binary against the fastest INT8 engine measured (batch 1, 1 thread, same schedule):", ""]
+    lines += ["", "Binary against the fastest INT8 engine measured (batch 1, 1 thread, same schedule and width):", ""]
     for r in recs:
         if r["kind"] != "binary":
             continue
-        peers = [q for q in recs if q["kind"] == "int8" and q["schedule"] == r["schedule"]
+        peers = [q for q in recs if q["kind"] == "int8" and q["schedule"] == r["schedule"] and _width(q) == _width(r)
                  and q["machine"].get("cpu") == r["machine"].get("cpu")]
         if peers:
             eng, ms = fastest(peers[0])
             b = r["latency_ms_batch1"].get("1")
-            lines.append(f"- {r['schedule']}: binealnet {b} ms, INT8 {ms} ms on {eng}: binary "
+            lines.append(f"- {r['schedule']}{' width ' + _width(r) if _width(r) else ''}: binealnet {b} ms, INT8 {ms} ms "
+                         f"on {eng}: binary "
                          f"{ms / b:.2f}x INT8's speed ({r['machine'].get('cpu')})" if b else
                          f"- {r['schedule']}: no binary latency")
         else:
-            lines.append(f"- {r['schedule']}: no INT8 record with engines on the binary record's CPU "
+            lines.append(f"- {r['schedule']}{' width ' + _width(r) if _width(r) else ''}: no INT8 record at that width on "
+                         "the binary record's CPU "
                          f"({r['machine'].get('cpu')}): no ratio")
     return lines
 

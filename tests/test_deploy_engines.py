@@ -213,4 +213,4 @@ def test_bench_deploy_int8_checkpoint_on_every_engine(tmp_path):
     assert rec["fastest"]["latency_ms_batch1_1T"] == min(
         [rec["latency_ms_batch1"]["1"]] + [e["latency_ms_batch1"]["1"] for e in rec["engines"]["engines"].values()])
     table = (tmp_path / "res" / "deploy.md").read_text()
-    assert "## INT8 and FP32 on production engines" in table and f"| int8 | smoke | {ENGINES[0]}" in table
+    assert "## INT8 and FP32 on production engines" in table and f"| int8 | - | smoke | {ENGINES[0]}" in table
