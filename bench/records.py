@@ -233,12 +233,15 @@ def load_records(results_dir: Path = RESULTS_DIR, task: str | None = None) -> li
 
 def load_deployments(results_dir: Path = RESULTS_DIR) -> dict:
     """{(task, record file name): deploy record} from ``results_dir/deploy/<task>/*.json`` (written by
-    `bench deploy`, which names the run record it deployed); unreadable files are skipped with a warning."""
+    `bench deploy`, which names the run record it deployed); unreadable files are skipped with a warning,
+    files of other deploy outputs (no task, no record) silently."""
     import warnings
     out = {}
     for f in sorted(Path(results_dir).glob("deploy/*/*.json")):
         try:
             d = json.loads(f.read_bytes().decode("utf-8"))
+            if isinstance(d, dict) and "task" not in d and "record" not in d:
+                continue  # another `bench deploy` output (the 224 benchmark, cycle counts), not a run's deployment
             out[(d["task"], Path(d["record"]).name)] = d
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
             warnings.warn(f"{f}: skipped, not a deploy record ({e.__class__.__name__}: {e})")
