@@ -1,7 +1,7 @@
 """Benchmark (not a test): a training step of BiNealNet vs a float step of the same width and input.
 
     python -m bench.speed [--batch 32] [--input 32] [--steps 7] [--compile] [--pad-mode both] [--profile]
-    python -m bench.speed --device cuda --compile      # bf16 autocast, batch 512 (issue 8's setting)
+    python -m bench.speed --device cuda --compile      # bf16 autocast, batch 512, as GPU training runs
     python -m bench.speed --device cuda --compile reduce-overhead   # the same with CUDA graphs
     python -m bench.speed --inference [--input 224] [--steps 20]
 
