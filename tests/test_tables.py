@@ -98,3 +98,14 @@ def test_a_deployment_of_an_earlier_run_of_the_config_is_not_joined(tmp_path):
                          json.dumps(dict(d, top1_recorded=0.8)))
     tables.report(tmp_path)
     assert "deployed b1 1T (ms)" in (tmp_path / "classification.md").read_text()
+
+
+def test_headline_latency_takes_the_fastest_int8_engine():
+    from bench.tables import _fastest
+    on_torch = {"backbone": "int8", "_deployed": {"latency_ms_batch1": {"1": 8.4, "2": 5.0}}}
+    assert _fastest(on_torch) == (8.4, "torch")
+    on_engine = dict(on_torch, _deployed=dict(on_torch["_deployed"],
+                                              fastest={"engine": "openvino 2026.4.1", "latency_ms_batch1_1T": 2.9}))
+    assert _fastest(on_engine) == (2.9, "openvino")
+    assert _fastest({"backbone": "binealnet", "_deployed": {"latency_ms_batch1": {"1": 3.9}}}) == (3.9, "packed 1-bit")
+    assert _fastest({"backbone": "int8"}) == (None, "torch")
