@@ -144,21 +144,28 @@ def load_manifest(path) -> Manifest:
 
 
 # ---------------------------------------------------------------- state
-def _records(results_dir: Path, task: str) -> list[tuple[Path, dict]]:
-    out = []
-    for p in sorted((results_dir / task).glob("*.json")):
-        try:
-            out.append((p, json.loads(p.read_text())))
-        except (OSError, json.JSONDecodeError):
-            continue  # `bench report` names unreadable records; here they are simply not state
-    return out
+class RecordIndex:
+    """The results folder's records (``records.load_records``), read once per task and read again
+    only for a task whose run just finished."""
+
+    def __init__(self, results_dir: Path):
+        self.dir, self._by_task = Path(results_dir), {}
+
+    def of(self, task: str) -> list[dict]:
+        from .records import load_records
+        if task not in self._by_task:
+            self._by_task[task] = load_records(self.dir, task)
+        return self._by_task[task]
+
+    def forget(self, task: str) -> None:
+        self._by_task.pop(task, None)
 
 
-def find_record(m: Manifest, run: Run, results_dir: Path) -> Path | None:
-    for p, rec in _records(results_dir, run.task):
+def find_record(m: Manifest, run: Run, index: RecordIndex) -> Path | None:
+    for rec in index.of(run.task):
         tag = rec.get("campaign") or {}
         if tag.get("manifest") == m.name and tag.get("run") == run.id and tag.get("spec") == m.spec(run):
-            return p
+            return index.dir / rec["_file"]
     return None
 
 
@@ -175,14 +182,14 @@ def checkpoint(m: Manifest, run: Run) -> Path | None:
     return ckpt if ckpt.is_file() else None
 
 
-def estimate_s(run: Run, device: str, results_dir: Path) -> tuple[float | None, str | None]:
+def estimate_s(run: Run, device: str, index: RecordIndex) -> tuple[float | None, str | None]:
     """(seconds, where from): the median wall time of recorded runs of the same task, backbone,
     schedule and kind of device, scaled by epochs ("measured"); else the manifest's est_s ("manifest")."""
     import tasks
     sched_epochs = tasks.get(run.task).SCHEDULES[run.schedule].get("epochs")
     want = run.epochs or sched_epochs
     seen = []
-    for _, rec in _records(results_dir, run.task):
+    for rec in index.of(run.task):
         if (rec.get("backbone"), rec.get("schedule")) != (run.backbone, run.schedule):
             continue
         if not str(rec.get("device", "")).startswith(device) or not rec.get("wall_s") or not rec.get("epochs"):
@@ -268,17 +275,18 @@ def _order(m: Manifest) -> list[str]:
     return order
 
 
-def plan(m: Manifest, results_dir: Path, sessions=None, device=None, smoke=False) -> list[dict]:
+def plan(m: Manifest, results_dir: Path, sessions=None, device=None, smoke=False, index=None) -> list[dict]:
     """One row per run of the chosen sessions, in dependency order: its state and estimate."""
+    index = index or RecordIndex(results_dir)
     order = _order(m)
     rows = []
     for rid in order:
         run = m.run(rid)
         if sessions and run.session not in sessions:
             continue
-        rec = find_record(m, run, results_dir)
+        rec = find_record(m, run, index)
         state = ("recorded" if rec else "resumable" if checkpoint(m, run) else "pending")
-        est, source = (None, None) if smoke else estimate_s(run, device or m.device, results_dir)
+        est, source = (None, None) if smoke else estimate_s(run, device or m.device, index)
         rows.append(dict(id=rid, session=run.session, state=state, est_s=est, est_from=source, deps=run.deps(),
                          record=rec, note=""))
     # a checkpoint stays on the machine that trained it: a recorded run whose checkpoint a run to go
@@ -331,35 +339,40 @@ def execute(m: Manifest, results_dir: Path, deadline: float, parallel: int = 1, 
     """Run what has no record, in dependency order, ``parallel`` at once, until ``deadline`` (epoch s).
     Returns one summary row per run of the chosen sessions."""
     device = "cpu" if smoke else (device or m.device)
-    rows = {r["id"]: r for r in plan(m, results_dir, sessions, device, smoke)}
+    index = RecordIndex(results_dir)
+    rows = {r["id"]: r for r in plan(m, results_dir, sessions, device, smoke, index)}
     done = {rid for rid, r in rows.items() if r["state"] == "recorded"}
     for r in m.runs:  # a dependency outside the chosen sessions counts if it is recorded
-        if r.id not in rows and find_record(m, r, results_dir):
+        if r.id not in rows and find_record(m, r, index):
             done.add(r.id)
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     logs = m.work_root / m.name
     logs.mkdir(parents=True, exist_ok=True)
     try:
-        return _loop(m, rows, done, running, logs, results_dir, deadline, parallel, device, smoke, env, echo)
+        return _loop(m, rows, done, running, logs, index, deadline, parallel, device, smoke, env, echo)
     finally:  # interrupted (Ctrl-C, SIGTERM): no run outlives the campaign; each resumes next time
         for proc, _, log in running.values():
             _stop(proc)
             log.close()
 
 
-def _loop(m, rows, done, running, logs, results_dir, deadline, parallel, device, smoke, env, echo):
+def _loop(m, rows, done, running, logs, index, deadline, parallel, device, smoke, env, echo):
     while True:
         now = time.time()
         for rid, (proc, limit, log) in list(running.items()):
             if proc.poll() is None and now < limit:
                 continue
+            record = None
+            if proc.poll() == 0:  # its task's records changed: read them again
+                index.forget(m.run(rid).task)
+                record = find_record(m, m.run(rid), index)
             if proc.poll() is None:
                 _stop(proc)
                 rows[rid].update(state="stopped", note="stopped at the deadline or its limit; resumes next time "
                                  "from its last checkpoint if that is here")
-            elif proc.returncode == 0 and find_record(m, m.run(rid), results_dir):
-                rows[rid].update(state="recorded", record=find_record(m, m.run(rid), results_dir))
-                rate = json.loads(rows[rid]["record"].read_text()).get("train_samples_per_s")
+            elif record:
+                rows[rid].update(state="recorded", record=record)
+                rate = json.loads(record.read_text()).get("train_samples_per_s")
                 rows[rid]["note"] = f"{rate:.3g} training samples/s end to end" if rate else ""
                 done.add(rid)
             else:
@@ -395,7 +408,7 @@ def _loop(m, rows, done, running, logs, results_dir, deadline, parallel, device,
                          "(recorded elsewhere; rerun it here first)")
                 echo(f"{rid}: skipped ({r['note']})")
                 continue
-            cmd = _command(m, run, device, results_dir, smoke, resume=r["state"] == "resumable")
+            cmd = _command(m, run, device, index.dir, smoke, resume=r["state"] == "resumable")
             log = open(logs / f"{rid}.log", "a")
             log.write(f"$ {' '.join(cmd)}\n")
             log.flush()
@@ -467,14 +480,13 @@ def pack_folder(src: Path, archive: Path, files=None) -> None:
     then the files' bytes. Zip's per-file headers cost 7 MB over CIFAR-10's 60k JPEGs, which the
     device tool's 64 MiB limit cannot spare."""
     import zlib
-    files = sorted(f for f in src.rglob("*") if f.is_file()) if files is None else files
+    files = data_files(src) if files is None else files
     index = zlib.compress(json.dumps([[f.relative_to(src).as_posix(), f.stat().st_size] for f in files]).encode())
-    tmp = archive.with_suffix(".part")
-    with open(tmp, "wb") as out:
+    from backbones.files import AtomicFile
+    with AtomicFile(archive) as out:
         out.write(len(index).to_bytes(8, "little") + index)
         for f in files:
             out.write(f.read_bytes())
-    tmp.replace(archive)
 
 
 def unpack_folder(archive: Path, dst: Path) -> None:
