@@ -170,6 +170,7 @@ def task_table(records: list[dict]) -> str:
     groups = _groups(records)
     cands = headline_candidates(records)
     top = cands[0][1] if cands else None
+    lines += _tradeoff_section(task, records)
     lines += ["## Summary: every comparable group", "", summary(records)]
     order = sorted(groups, key=lambda k: k[:-1] != top)  # the headline's groups first, then the rest as they came
     for i, key in enumerate(order):
@@ -230,6 +231,22 @@ def task_table(records: list[dict]) -> str:
                                             fmt(name, st["max"]), per_seed]) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _tradeoff_section(task: str, records: list[dict]) -> list[str]:
+    """The task page's link to its trade-off pages (one per swept schedule) and the iso-latency answer."""
+    from .tradeoff import swept_schedules
+    scheds = swept_schedules(records, task)
+    if not scheds:
+        return ["## Speed against accuracy", "", "No width sweep yet: every precision ran at one width, so there is "
+                "no curve to compare at equal cost (`bench compare --widths 0.5,1.0,1.5,2.0`).", ""]
+    lines = ["## Speed against accuracy (width sweeps)", "",
+             f"At INT8's deployed latency, binealnet scores: {_iso_latency_cell(task, records)}.", ""]
+    for sched in scheds:
+        lines += [f"- `{sched}`: [Pareto fronts and iso-cost tables](tradeoff/{task}_{sched}.md) on OPs, BOPs, "
+                  "deployed latency and systolic cycles", "", f"![{task} {sched} fronts](tradeoff/{task}_{sched}.png)",
+                  ""]
+    return lines
 
 
 def _by_precision(recs: dict) -> dict:
@@ -454,7 +471,7 @@ def _headline_row(task: str, records: list[dict]) -> str:
     cands = headline_candidates(records)
     if not cands:
         return (f"| [{task}]({task}.md) | no budget yet at which binealnet, int8 and fp32 all ran under their default "
-                "recipes |  |  |  |  |  |  |  |")
+                "recipes |  |  |  |  |  |  |  |  |")
     _, key, full = cands[0]
     seeds = sorted(full)
     r0 = full[seeds[0]]
@@ -479,7 +496,20 @@ def _headline_row(task: str, records: list[dict]) -> str:
     v = verdict(name, hib, stats["binary"][0], stats["int8"][0], ops, stats["binary"][1] if len(seeds) > 1 else 0,
                 stats["int8"][1] if len(seeds) > 1 else 0, refs[0] if refs else None)
     return "| " + " | ".join([f"[{task}]({task}.md)", name, budget] + cells +
-                             [m_ratio, f"{ops:.3f}" if ops else "", dep_cell, v]) + " |"
+                             [m_ratio, f"{ops:.3f}" if ops else "", dep_cell, _iso_latency_cell(task, records), v]) + " |"
+
+
+def _iso_latency_cell(task: str, records: list[dict]) -> str:
+    """BNN's metric at INT8's deployed latency, read off binealnet's width sweep (bench/tradeoff.py)."""
+    from .tradeoff import bnn_at_int8_latency
+    deployments = {(r["task"], Path(r["_file"]).name): r["_deployed"] for r in records
+                   if r.get("_deployed") and r.get("_file")}
+    iso, why = bnn_at_int8_latency(records, task, deployments)
+    if not iso:
+        return why
+    fmt = lambda v: _task(task).format_metric(records[0]["metric"]["name"], v)  # noqa: E731
+    return (f"{fmt(iso['bnn_metric'])} vs INT8 {fmt(iso['int8_metric'])} at {iso['int8_ms']:.3g} ms "
+            f"(INT8 {iso['int8_width']:g}x, `{iso['schedule']}`)")
 
 
 HEADLINE_LEGEND = [
@@ -492,6 +522,10 @@ HEADLINE_LEGEND = [
     "- **deployed latency BNN / INT8**: batch 1, one thread, binealnet on the packed 1-bit kernels and INT8 on the "
     "fastest engine `bench deploy` measured for it (named; OpenVINO or ONNX Runtime where they ran, else "
     "torch.ops.quantized), on the CPU named in [deploy.md](deploy.md); a dense task's backbone alone.",
+    "- **BNN at INT8's latency**: binealnet's metric at the deployed latency of an INT8 width (the one nearest 1.0 "
+    "inside binealnet's measured range), interpolated in log(latency) between binealnet's two neighbouring "
+    "widths at the largest budget where both precisions ran a width sweep (named; never extrapolated). The "
+    "fronts themselves: the task page's trade-off section.",
     "- **verdict**: the metric gap and the OPs share, in one phrase; spreads over seeds that overlap read as no "
     "clear difference.",
 ]
@@ -503,7 +537,7 @@ def headline_table(records: list[dict], link_prefix: str = "") -> str:
     for r in records:
         by_task[r["task"]].append(r)
     lines = ["| task | metric | budget | binealnet | int8 | fp32 | metric BNN/INT8 | OPs BNN/INT8 | "
-             "deployed latency BNN / INT8 | verdict |", "|" + "---|" * 10]
+             "deployed latency BNN / INT8 | BNN at INT8's latency | verdict |", "|" + "---|" * 11]
     lines += [_headline_row(task, recs) for task, recs in sorted(by_task.items())]
     text = "\n".join(lines + [""] + HEADLINE_LEGEND) + "\n"
     return re.sub(r"\]\((?!https?:)([\w.-]+\.md)\)", lambda m: f"]({link_prefix}{m.group(1)})", text)
@@ -556,7 +590,10 @@ def report(results_dir: Path = RESULTS_DIR) -> list[Path]:
     by_task = defaultdict(list)
     for r in records:
         by_task[r["task"]].append(r)
+    from . import tradeoff
     for task, recs in by_task.items():
+        for sched in tradeoff.swept_schedules(recs, task):
+            written += tradeoff.report(task, sched, results_dir)
         md = results_dir / f"{_safe_name(task, 'task')}.md"
         atomic_write(md, task_table(recs))
         task_plot(recs, results_dir / f"{task}.png")

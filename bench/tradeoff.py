@@ -198,6 +198,50 @@ def select(records: list[dict], task: str, schedule: str) -> list[dict]:
     return list(chosen.values())
 
 
+def swept_schedules(records: list[dict], task: str) -> list[str]:
+    """The task's schedules at which binealnet and int8 each ran at least two widths under their default
+    recipes (a curve to read off), the largest training budget (epochs x images) first."""
+    size = {}
+    for sched in {r["schedule"] for r in records if r["task"] == task}:
+        sel = select(records, task, sched)
+        widths = {p: {width_of(r) for r in sel if r["backbone"] == p} for p in ("binealnet", "int8")}
+        if all(len(w) >= 2 for w in widths.values()):
+            r = sel[0]
+            d = r.get("data") or {}
+            size[sched] = (r.get("epochs") or 0) * (d.get("train_images") or d.get("images") or 0)
+    return sorted(size, key=lambda s: (-size[s], s))
+
+
+def bnn_at_int8_latency(records: list[dict], task: str, deployments: dict) -> tuple[dict | None, str]:
+    """The overview's iso-latency cell: binealnet's metric at an INT8 width's deployed latency (fastest
+    engine), interpolated over binealnet's deployed widths at the same schedule. Reads the swept
+    schedules by budget, largest first, and there the INT8 width nearest 1.0 whose latency lies in
+    binealnet's measured range. (dict(schedule, int8_width, int8_ms, int8_metric, bnn_metric), '') or
+    (None, why)."""
+    why = "no width sweep of both precisions"
+    for sched in swept_schedules(records, task):
+        sel = select(records, task, sched)
+        front = {p: [(cost_of(r, "latency", deployments), r) for r in sel if r["backbone"] == p]
+                 for p in ("binealnet", "int8")}
+        front = {p: [(c, r) for c, r in pts if c] for p, pts in front.items()}
+        if len(front["binealnet"]) < 2 or not front["int8"]:
+            if not why.startswith("`"):
+                why = f"`{sched}`: fewer than two binealnet widths deployed"
+            continue
+        bnn = [(c, r["metric"]["value"]) for c, r in front["binealnet"]]
+        for c, r in sorted(front["int8"], key=lambda cr: abs((width_of(cr[1]) or 1.0) - 1.0)):
+            v = interpolate(bnn, c)
+            if v is not None:
+                return dict(schedule=sched, int8_width=width_of(r), int8_ms=c, int8_metric=r["metric"]["value"],
+                            bnn_metric=v), ""
+        lo, hi = min(c for c, _ in bnn), max(c for c, _ in bnn)
+        ilo, ihi = min(c for c, _ in front["int8"]), max(c for c, _ in front["int8"])
+        if not why.startswith("`"):  # the largest budget's reason
+            why = (f"`{sched}`: no overlap (binealnet {lo:.3g} to {hi:.3g} ms, INT8 {ilo:.3g} to {ihi:.3g} ms): "
+                   "not extrapolated")
+    return None, why
+
+
 def report(task: str, schedule: str, results_dir, axes=tuple(AXES)) -> tuple[Path, Path]:
     """Write the trade-off page and plot of ``task`` at ``schedule`` from the records in ``results_dir``."""
     import tasks

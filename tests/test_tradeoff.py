@@ -117,3 +117,22 @@ def test_dominated_points():
     curve = {"binealnet": [(0.45, 0.20, 0.125), (0.84, 0.27, 0.25)], "int8": [(0.36, 0.23, 0.125), (0.42, 0.34, 0.25)]}
     assert tradeoff.dominated(curve) == [("binealnet", 0.125, "int8", 0.125), ("binealnet", 0.25, "int8", 0.25)]
     assert tradeoff.dominated({"binealnet": [(1, 0.3, 1.0)], "int8": [(2, 0.4, 1.0)]}) == []
+
+
+def test_bnn_at_int8_latency_reads_the_sweep_and_never_extrapolates():
+    recs = [_rec("binealnet", w, m, o, o * 64, "adamw-kd") for w, m, o in ((0.5, 0.30, 4e6), (1.0, 0.40, 16e6))]
+    recs += [_rec("int8", w, m, o, o * 64, "adamw") for w, m, o in ((0.5, 0.42, 32e6), (1.0, 0.50, 128e6))]
+    for r in recs:
+        r["data"], r["epochs"] = {"train_images": 1000}, 4
+    lat = {("binealnet", 0.5): 1.0, ("binealnet", 1.0): 4.0, ("int8", 0.5): 2.0, ("int8", 1.0): 8.0}
+    dep = {("classification", f"{b}_{w}.json"): {"kernel": "k", "latency_ms_batch1": {"1": ms}}
+           for (b, w), ms in lat.items()}
+    assert tradeoff.swept_schedules(recs, "classification") == ["sweep"]
+    iso, why = tradeoff.bnn_at_int8_latency(recs, "classification", dep)
+    # INT8 1.0 (8 ms) is past binealnet's widest (4 ms); INT8 0.5 at 2 ms is halfway in log between 1 and 4 ms
+    assert why == "" and iso["int8_width"] == 0.5 and iso["int8_metric"] == 0.42
+    assert iso["bnn_metric"] == pytest.approx(0.35)
+    dep[("classification", "int8_0.5.json")]["latency_ms_batch1"]["1"] = 0.5
+    iso, why = tradeoff.bnn_at_int8_latency(recs, "classification", dep)
+    assert iso is None and why == "`sweep`: no overlap (binealnet 1 to 4 ms, INT8 0.5 to 8 ms): not extrapolated"
+    assert tradeoff.bnn_at_int8_latency(recs[:3], "classification", dep) == (None, "no width sweep of both precisions")
