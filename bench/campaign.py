@@ -184,7 +184,9 @@ def checkpoint(m: Manifest, run: Run) -> Path | None:
 
 def estimate_s(run: Run, device: str, index: RecordIndex) -> tuple[float | None, str | None]:
     """(seconds, where from): the median wall time of recorded runs of the same task, backbone,
-    schedule and kind of device, scaled by epochs ("measured"); else the manifest's est_s ("manifest")."""
+    schedule and kind of device, scaled by epochs ("measured"); else the manifest's est_s ("manifest").
+    A recorded run counts only at the same width and compile setting, when the run sets them: both
+    change the time several-fold."""
     import tasks
     sched_epochs = tasks.get(run.task).SCHEDULES[run.schedule].get("epochs")
     want = run.epochs or sched_epochs
@@ -193,6 +195,11 @@ def estimate_s(run: Run, device: str, index: RecordIndex) -> tuple[float | None,
         if (rec.get("backbone"), rec.get("schedule")) != (run.backbone, run.schedule):
             continue
         if not str(rec.get("device", "")).startswith(device) or not rec.get("wall_s") or not rec.get("epochs"):
+            continue
+        ident = rec.get("identity") or {}
+        if "width" in run.options and ident.get("width") != float(run.options["width"]):
+            continue
+        if bool(run.options.get("compile")) != bool((ident.get("options") or {}).get("compile")):
             continue
         seen.append(rec["wall_s"] * (want / rec["epochs"] if want else 1.0))
     if seen:

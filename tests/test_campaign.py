@@ -120,3 +120,20 @@ def test_makespan_follows_slots_and_dependencies():
     assert campaign.makespan(rows, 1) == 450  # in order: 100 + 300 + 50
     rows[2]["est_s"] = 500
     assert campaign.makespan(rows, 2) == 600  # s waits for t, then runs 500 s
+
+
+def test_estimate_counts_only_records_of_the_same_width_and_compile_setting():
+    def rec(width, compile_, wall):
+        return dict(backbone="binealnet", schedule="sweep", device="cpu (x)", wall_s=wall, epochs=4,
+                    identity=dict(width=width, options={"compile": True} if compile_ else {}))
+
+    class Index:
+        def of(self, task):
+            return [rec(0.5, False, 100.0), rec(1.0, False, 400.0), rec(1.0, True, 50.0)]
+
+    run = lambda **o: campaign.Run("r", "classification", "binealnet", "sweep", options=o, est_s=9.0)  # noqa: E731
+    assert campaign.estimate_s(run(width=1.0), "cpu", Index()) == (400.0, "measured")
+    assert campaign.estimate_s(run(width=1.0, compile=True), "cpu", Index()) == (50.0, "measured")
+    assert campaign.estimate_s(run(width=2.0), "cpu", Index()) == (9.0, "manifest")  # no record at 2.0
+    assert campaign.estimate_s(run(), "cpu", Index()) == (400.0, "measured")  # median of the eager ones
+    assert campaign.estimate_s(run(), "cuda", Index()) == (9.0, "manifest")
