@@ -181,6 +181,21 @@ def fastest(rec):
 DENSE_TASKS = ("detection", "segmentation")
 
 
+def _feature_check(engines: dict, x, deployed_bb) -> None:
+    """Each engine's deepest feature map against the torch-deployed backbone's (relative RMS error): the
+    dense heads are not run on the engines, so this is their accuracy check (INT8: the stem's and the
+    identities' extra roundings, onnx_export.py)."""
+    from backbones.deploy.engines import EngineModel
+    if not engines:
+        return
+    with torch.no_grad():
+        ref = deployed_bb(x)[-1].float()
+    for name, row in engines["engines"].items():
+        out = EngineModel(name, engines["onnx_file"], 1)(x)
+        got = (out[-1] if isinstance(out, tuple) else out).float()
+        row["rel_rms_feature_diff_vs_torch"] = float((got - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
 class _Contiguous(torch.nn.Module):
     """The deployed backbone's feature maps are NHWC in memory; mmdet / mmseg heads call .view on them."""
 
@@ -239,6 +254,10 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         feature_diff = float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
     lat = {t: median_ms(deployed_bb, x, t, repeats) for t in threads}
     lat_fq = {t: median_ms(fq_backbone, x, t, max(1, repeats // 3)) for t in threads}
+    engines = {}
+    if kind in ("int8", "fp32") and size:  # the backbone on OpenVINO / ONNX Runtime too (the fastest INT8 counts)
+        engines = engine_results(deployed_bb, export_file.with_suffix(".onnx"), calib, x, None, threads, repeats)
+        _feature_check(engines, calib[:4], deployed_bb)
     recorded, rec_file = recorded_metric(ckpt, args, results_dir)
     rec = dict(
         task=task.NAME, backbone=args["backbone"], variant=args.get("variant"), kind=kind, timed="backbone",
@@ -248,7 +267,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()}, repeats=repeats,
         metric_name=task.METRIC["name"], metric_deployed=metric_dep, metric_fake_quant=metric_fq,
         metric_recorded=recorded, record=rec_file, machine=_machine(),
-        max_rel_feature_diff=feature_diff,
+        max_rel_feature_diff=feature_diff, engines=engines or None,
         timing_note="medians; see load_avg_1min_at_start for how busy the machine was", commit=commit(),
         versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats}")
     out = Path(results_dir) / "deploy" / task.NAME / f"{_run_of(ckpt, args, rec_file)}.json"
@@ -369,8 +388,9 @@ def write_table(results_dir=RESULTS_DIR) -> Path:
         dense.sort(key=lambda r: (order.get(r["kind"], 9), r["checkpoint"]))
         lines += ["", f"## {task}: the backbone on the kernels, neck and head as trained (fake-quant)", "",
                   "| backbone | schedule | kernel | backbone file (MB) | backbone b1 1T (ms) | backbone b1 2T (ms) | "
-                  "fake-quant backbone 1T (ms) | input | metric | deployed | fake-quant | recorded | load at start |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "fake-quant backbone 1T (ms) | input | metric | deployed | fake-quant | recorded | load at start | "
+                  "ONNX engines, backbone b1 1T (ms; feature rel. RMS vs the torch-deployed backbone) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         f4 = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
         for r in dense:
             lat, lfq = r["latency_ms_batch1"], r["fake_quant_latency_ms_batch1"]
@@ -378,11 +398,17 @@ def write_table(results_dir=RESULTS_DIR) -> Path:
                          f"{lat.get('1', '-')} | {lat.get('2', '-')} | {lfq.get('1', '-')} | "
                          f"{'x'.join(map(str, r['input_size']))} | {r['metric_name']} | {f4(r['metric_deployed'])} | "
                          f"{f4(r['metric_fake_quant'])} | {f4(r['metric_recorded'])} | "
-                         f"{r['machine'].get('load_avg_1min_at_start')} |")
+                         f"{r['machine'].get('load_avg_1min_at_start')} | {_dense_engines_cell(r)} |")
     lines += _engine_section(recs) + _isa_section(results_dir)
     out = Path(results_dir) / "deploy.md"
     atomic_write(out, "\n".join(lines) + "\n")
     return out
+
+
+def _dense_engines_cell(r) -> str:
+    rows = ((r.get("engines") or {}).get("engines") or {}).items()
+    return "; ".join(f"{n} {e['version']} {e['latency_ms_batch1'].get('1', '-')} "
+                     f"({e.get('rel_rms_feature_diff_vs_torch', float('nan')):.2g})" for n, e in rows) or "-"
 
 
 def _width(r):

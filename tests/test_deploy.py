@@ -4,6 +4,7 @@ whole BiNealNet / INT8 backbones close, export round trip, and the bad-input err
 The first run compiles backbones/deploy/bitconv.cpp (cached under ~/.cache/binealbench); tests that
 need it skip only when no C++ compiler exists, and say so."""
 import copy
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -289,6 +290,12 @@ def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
     assert d["metric_fake_quant"] == json.loads(run_rec.read_text())["metric"]["value"] == d["metric_recorded"]
     assert d["max_rel_feature_diff"] < (1e-4 if backbone == "binealnet" else 0.1)  # INT8: one extra rounding
     assert d["export_bytes"] > 0 and d["latency_ms_batch1"]["1"] > 0
+    engines = (d.get("engines") or {}).get("engines", {})
+    if backbone == "int8" and importlib.util.find_spec("onnx"):  # the ONNX engines run the same backbone
+        assert engines and all(r["latency_ms_batch1"]["1"] > 0 for r in engines.values())
+        assert all(r["rel_rms_feature_diff_vs_torch"] < 0.1 for r in engines.values()), engines  # a wrong graph: ~1
+    else:
+        assert not engines  # binary: the packed kernels only
     assert f"## {task}: the backbone on the kernels" in (res / "deploy.md").read_text()
     results.report(res)
     assert "deployed b1 1T (ms)" in (res / f"{task}.md").read_text()
