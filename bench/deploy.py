@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from backbones.deploy.model import STEM_PRECISIONS
 from backbones.errors import BenchError
 from backbones.precision import uniform_kind
 
@@ -116,18 +117,20 @@ def _machine():
     return {"cpu": cpu, "cores": os.cpu_count(), "load_avg_1min_at_start": load, "torch": torch.__version__}
 
 
-def kernel_name(kind):
-    """What runs the convs of a deployed ``kind`` on this machine, and a note when it is a fallback."""
+def kernel_name(kind, stem="fp32"):
+    """What runs the convs of a deployed ``kind`` on this machine (``stem``: its stem conv's resolved
+    precision, named when not fp32), and a note when it is a fallback."""
     from backbones import deploy
+    suffix = f"; stem conv {stem} (oneDNN)" if stem != "fp32" else ""
     if kind == "int8":
-        return f"torch.ops.quantized ({torch.backends.quantized.engine}), per-channel int8 weights", None
+        return f"torch.ops.quantized ({torch.backends.quantized.engine}), per-channel int8 weights{suffix}", None
     if kind == "fp32":
-        return "torch fp32 conv (BN folded)", None
+        return f"torch fp32 conv (BN folded){suffix}", None
     ok, what = deploy.available()
     if not ok:
         return "fake-quant (fallback)", f"packed kernels unavailable: {what}; timed and evaluated as fake-quant"
     note = "this CPU has no AVX2: the scalar popcount path" if what == "scalar" else None
-    return f"packed 1-bit XOR/popcount ({what})", note
+    return f"packed 1-bit XOR/popcount ({what}){suffix}", note
 
 
 # ---------------------------------------------------------------- INT8 / FP32 on production engines
@@ -207,7 +210,8 @@ class _Contiguous(torch.nn.Module):
         return tuple(t.contiguous() for t in self.backbone(x))
 
 
-def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR, repeats=30, threads=(1, 2)):
+def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR, repeats=30, threads=(1, 2),
+                            stem="auto"):
     """A detection / segmentation checkpoint: its backbone on the deployed kernels, the neck and head
     as trained. The task's test set is evaluated twice in one Runner (fake-quant backbone, then the
     deployed one); the backbone is timed at the task's example input."""
@@ -229,7 +233,8 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     if why:
         raise BenchError(f"{ckpt}: backbone {args['backbone']} cannot be deployed: {why}")
     kind = uniform_kind(fq_backbone.precision)
-    kernel, note = kernel_name(kind)
+    stem_prec = deploy.stem_precision(stem, kind)
+    kernel, note = kernel_name(kind, stem_prec)
     # INT8 residual scales are observed on test inputs as the model sees them (after its preprocessor)
     loader = runner.build_dataloader(cfg.test_dataloader)
     calib = [model.data_preprocessor(b, False)["inputs"] for _, b in zip(range(8), loader)]
@@ -240,7 +245,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
         deployed_bb, size, export_file = fq_backbone, None, None
     else:
         export_file = (Path(export_dir) if export_dir else ckpt.parent) / f"{ckpt.stem}_backbone_deployed.pt"
-        size = deploy.save(deploy.deploy_backbone(fq_backbone, calib), export_file,
+        size = deploy.save(deploy.deploy_backbone(fq_backbone, calib, stem=stem_prec), export_file,
                            meta=dict(checkpoint=str(ckpt), run=args, kernel=kernel))
         deployed_bb = deploy.load(export_file)  # what a user loads
     model.backbone = _Contiguous(deployed_bb)
@@ -262,14 +267,14 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     rec = dict(
         task=task.NAME, backbone=args["backbone"], variant=args.get("variant"), kind=kind, timed="backbone",
         schedule=args["schedule"], checkpoint=str(ckpt), kernel=kernel + " (backbone; neck and head fake-quant)",
-        note=note, export_file=str(export_file) if size else None, export_bytes=size,
+        note=note, stem=None if kernel.startswith("fake-quant") else stem_prec, export_file=str(export_file) if size else None, export_bytes=size,
         input_size=list(x.shape[1:]), latency_ms_batch1={str(t): round(v, 3) for t, v in lat.items()},
         fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()}, repeats=repeats,
         metric_name=task.METRIC["name"], metric_deployed=metric_dep, metric_fake_quant=metric_fq,
         metric_recorded=recorded, record=rec_file, machine=_machine(),
         max_rel_feature_diff=feature_diff, engines=engines or None,
         timing_note="medians; see load_avg_1min_at_start for how busy the machine was", commit=commit(),
-        versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats}")
+        versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats} --stem {stem}")
     out = Path(results_dir) / "deploy" / task.NAME / f"{_run_of(ckpt, args, rec_file)}.json"
     atomic_write(out, json.dumps(portable(rec), indent=1, sort_keys=True) + "\n")
     write_table(results_dir)
@@ -278,7 +283,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
 
 # ---------------------------------------------------------------- one checkpoint
 def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30, batch=64, threads=(1, 2),
-                      records_dir=None) -> dict:
+                      records_dir=None, stem="auto") -> dict:
     """Deploy, export, time and evaluate one checkpoint (classification whole; detection and
     segmentation: the backbone); writes and returns its record."""
     from backbones import deploy
@@ -286,7 +291,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     ckpt = Path(ckpt)
     meta = rundir.run_args(ckpt, "bench deploy")
     if meta.get("task") in DENSE_TASKS:
-        return deploy_dense_checkpoint(ckpt, meta, export_dir, results_dir, repeats, threads)
+        return deploy_dense_checkpoint(ckpt, meta, export_dir, results_dir, repeats, threads, stem)
     check_writable(Path(results_dir) / "deploy" / "classification")
     args, cfg, model = load_run(ckpt)
     kind = uniform_kind(model.backbone.precision)
@@ -294,7 +299,8 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     if why:
         raise BenchError(f"{ckpt}: backbone {args['backbone']} (variant {args.get('variant')}) cannot be deployed: {why}")
     machine = _machine()
-    kernel, note = kernel_name(kind)
+    stem_prec = deploy.stem_precision(stem, kind)
+    kernel, note = kernel_name(kind, stem_prec)
     calib = split_tensors(cfg, "train")[0][:64]
     images, labels = split_tensors(cfg, "test")
     pre = model.data_preprocessor
@@ -304,7 +310,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     if kernel.startswith("fake-quant"):
         deployed, size = fq, None
     else:
-        deployed = deploy.deploy(model, calib=(calib.float() - pre.mean) / pre.std)
+        deployed = deploy.deploy(model, calib=(calib.float() - pre.mean) / pre.std, stem=stem_prec)
         size = deploy.save(deployed, export_file, meta=dict(checkpoint=str(ckpt), run=args, kernel=kernel))
         deployed = deploy.load(export_file)  # measure what a user loads
     p_fq, p_dep = predictions(fq, images), predictions(deployed, images)
@@ -327,7 +333,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     rec = dict(
         task="classification", backbone=args["backbone"], variant=args.get("variant"), kind=kind,
         schedule=args["schedule"], schedule_label=cfg.bench["schedule_label"], checkpoint=str(ckpt),
-        kernel=kernel, note=note, export_file=str(export_file) if size else None, export_bytes=size,
+        kernel=kernel, note=note, stem=None if kernel.startswith("fake-quant") else stem_prec, export_file=str(export_file) if size else None, export_bytes=size,
         fp32_params_bytes=params_fp32, input_size=list(images.shape[1:]),
         latency_ms_batch1={str(t): round(v, 3) for t, v in lat.items()},
         fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()},
@@ -336,7 +342,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
         top1_recorded=top_rec, record=rec_file, test_images=len(labels),
         argmax_agreement=float((p_dep == p_fq).float().mean()), max_abs_logit_diff=diff, engines=engines or None,
         machine=machine, timing_note="medians; see load_avg_1min_at_start for how busy the machine was",
-        commit=commit(), versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch}",
+        commit=commit(), versions=versions(), command=f"bench deploy {ckpt} --repeats {repeats} --batch {batch} --stem {stem}",
     )
     eng, ms = fastest(rec)  # what the tables' deployed-latency ratio should use (the fastest engine measured)
     rec["fastest"] = dict(engine=eng, latency_ms_batch1_1T=ms)
@@ -542,7 +548,7 @@ def binary_macs(backbone, x):
     return total[0]
 
 
-def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir=None):
+def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir=None, stem="auto"):
     """Batch-1 latency of our three backbones (ImageNet stem, size x size) deployed: fp32, real INT8
     (torch.ops.quantized, and the ONNX export on OpenVINO / ONNX Runtime when installed), packed BNN;
     prints ms, the ratios against the fastest INT8 engine, and each against its floor on this CPU
@@ -558,7 +564,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     torch.manual_seed(0)
     x = torch.randn(1, 3, size, size)
     machine = dict(_machine(), isa=getattr(roofline.this_cpu(), "name", None), isa_flags=roofline.isa_flags_present())
-    rows, mins, macs, parts = {}, {}, {}, None
+    rows, mins, macs, parts, stems = {}, {}, {}, None, {}
     export = Path(export_dir or tempfile.mkdtemp(prefix="bench224_"))
     for name in ("fp32", "int8", "binealnet"):
         m = backbones.build(name, stem="imagenet", out_indices=(3,))
@@ -568,8 +574,10 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                 m.train()(torch.randn(2, 3, size, size))  # observe activation scales
         m.eval()
         calib = torch.randn(2, 3, size, size)
-        d = deploy.deploy_backbone(m, calib=calib)
-        kernel = kernel_name("binary" if name == "binealnet" else name)[0]
+        kind = "binary" if name == "binealnet" else name
+        stems[name] = deploy.stem_precision(stem, kind)
+        d = deploy.deploy_backbone(m, calib=calib, stem=stems[name])
+        kernel = kernel_name(kind, stems[name])[0]
         ts = {str(t): times_ms(d, x, t, repeats) for t in threads}
         rows[name] = {kernel: {t: round(statistics.median(v), 3) for t, v in ts.items()}}
         mins[name] = {kernel: {t: round(v[0], 3) for t, v in ts.items()}}
@@ -620,11 +628,11 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     rec = dict(size=size, repeats=repeats, threads=list(threads), latency_ms_batch1=rows,
                fastest_1T={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best.items()}, macs=macs,
                binary_gmac_per_s_1T=gmac["median"], binary_gmac_per_s_1T_best_call=gmac["min"], inner_loop_peak=peak,
-               binealnet_steps_ms_best_call=parts,
+               binealnet_steps_ms_best_call=parts, stem_precision=stems,
                binary_gmac_per_s_1T_step_sum=round(bmacs / parts["sum"] / 1e6, 1) if parts else None,
                latency_ms_batch1_min=mins, fastest_1T_min={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best_min.items()},
                floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
-               commit=commit(), versions=versions(), command=f"bench deploy --bench-224 --repeats {repeats}",
+               commit=commit(), versions=versions(), command=f"bench deploy --bench-224 --repeats {repeats} --stem {stem}",
                note="random weights; INT8 scales observed on random inputs; medians and best calls (min) on a shared "
                "machine: the best call is the closer estimate of an idle core")
     if results_dir:
@@ -651,8 +659,8 @@ def binary_breakdown(d, x, repeats=15) -> dict:
             xc = x.float().contiguous(memory_format=torch.channels_last)
             out = dict(stem_conv=best(lambda: d.stem(xc)))
             y = d.stem(xc)
-            out["maxpool_relu"] = best(lambda: F.relu(F.max_pool2d(y, 3, 2, 1))) if d.maxpool else 0.0
-            h = F.relu(F.max_pool2d(y, 3, 2, 1) if d.maxpool else y).permute(0, 2, 3, 1).contiguous()
+            out["maxpool_relu"] = best(lambda: d.stem_pool(y))
+            h = d.stem_pool(y)
             out["packing"] = out["binary_convs"] = 0.0
             e = x.new_empty(0)
             for b in d.blocks:
@@ -729,6 +737,9 @@ def add_args(p):
     p.add_argument("--batch", type=int, default=64, help="batch of the throughput figure")
     p.add_argument("--bench-224", action="store_true", help="benchmark only: the three backbones at 224x224 on every "
                    "engine installed (torch; OpenVINO / ONNX Runtime for int8 and fp32), against this CPU's floor")
+    p.add_argument("--stem", choices=STEM_PRECISIONS, default="auto",
+                   help="the stem conv's precision (the stem is float in training): auto = bf16 for the binary backbone "
+                   "where the CPU computes bf16 natively (AVX512-BF16 / AMX), else fp32; recorded, and named in the kernel")
     p.add_argument("--record", action="store_true", help="with --bench-224: write <results-dir>/deploy/bench224/<cpu>.json "
                    "(results/deploy.md's per-instruction-set table reads it)")
 
@@ -740,9 +751,10 @@ def run(a):
     if not a.bench_224 and not a.checkpoints:
         raise BenchError("give checkpoints, or --bench-224")
     if a.bench_224:
-        bench_224(a.repeats, results_dir=a.results_dir if a.record else None)
+        bench_224(a.repeats, results_dir=a.results_dir if a.record else None, stem=a.stem)
     for c in a.checkpoints:
-        r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch, records_dir=a.records_dir)
+        r = deploy_checkpoint(c, a.export_dir, a.results_dir, a.repeats, a.batch, records_dir=a.records_dir,
+                              stem=a.stem)
         if r.get("timed") == "backbone":
             print(f"{r['task']} {r['backbone']}: {r['kernel']}; backbone file {_mb(r['export_bytes'])} MB; backbone "
                   f"batch-1 {r['latency_ms_batch1']} ms (fake-quant {r['fake_quant_latency_ms_batch1']}); "

@@ -142,7 +142,7 @@ def _agreement(model, deployed, x):
                                 dict(strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), out_indices=(0, 1, 2, 3))])
 def test_deployed_binealnet_agrees_with_fake_quant(kw):
     model = _randomize(backbones.build("binealnet", width=0.25, stem="cifar", **{"out_indices": (3,), **kw}))
-    deployed = deploy.deploy_backbone(model)
+    deployed = deploy.deploy_backbone(model, stem="fp32")  # bit for bit up to the float sums' order
     x = torch.randn(16, 3, 20, 20)
     ref, got = _agreement(model, deployed, x)
     with torch.no_grad():
@@ -251,10 +251,12 @@ def _fake_run(tmp_path, backbone, variant=None):
 def test_bench_deploy_checkpoint_record_and_table(tmp_path):
     from bench import deploy as bd
     ckpt, model = _fake_run(tmp_path, "binealnet")
-    rec = bd.deploy_checkpoint(ckpt, results_dir=tmp_path / "res", repeats=1, batch=2)
+    # fp32 stem: the oracle holds bit for bit up to sign ties; an untrained net amplifies a bf16 stem's rounding
+    rec = bd.deploy_checkpoint(ckpt, results_dir=tmp_path / "res", repeats=1, batch=2, stem="fp32")
     assert rec["kernel"].startswith("packed 1-bit") and rec["export_bytes"] == Path(rec["export_file"]).stat().st_size
     assert rec["argmax_agreement"] >= 0.95 and abs(rec["top1_deployed"] - rec["top1_fake_quant"]) <= 0.05
     assert rec["test_images"] == 100 and set(rec["latency_ms_batch1"]) == {"1", "2"}
+    assert rec["stem"] == "fp32" and "stem conv" not in rec["kernel"] and rec["command"].endswith("--stem fp32")
     table = (tmp_path / "res" / "deploy.md").read_text()
     assert "| binealnet | smoke | packed 1-bit" in table and "Smoke-trained" in table
     # the exported file alone reproduces the model (no project model classes needed to read it)
@@ -282,11 +284,12 @@ def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
     assert main(["run", "--task", task, "--backbone", backbone, "--width", "0.25", "--results-dir", str(res),
                  "--work-dir", str(wd)]) == 0
     ckpt = (wd / "last_checkpoint").read_text().strip()
-    assert main(["deploy", ckpt, "--results-dir", str(res), "--repeats", "3"]) == 0
+    assert main(["deploy", ckpt, "--results-dir", str(res), "--repeats", "3", "--stem", "fp32"]) == 0
     (f,) = (res / "deploy" / task).glob("*.json")
     d = json.loads(f.read_text())
     (run_rec,) = (res / task).glob("*.json")
     assert d["timed"] == "backbone" and Path(d["record"]).name == run_rec.name  # no machine path in a record
+    assert d["stem"] == "fp32" and "stem conv" not in d["kernel"]
     assert d["metric_fake_quant"] == json.loads(run_rec.read_text())["metric"]["value"] == d["metric_recorded"]
     assert d["max_rel_feature_diff"] < (1e-4 if backbone == "binealnet" else 0.1)  # INT8: one extra rounding
     assert d["export_bytes"] > 0 and d["latency_ms_batch1"]["1"] > 0
@@ -310,7 +313,7 @@ def test_deployed_segmentation_backbones_equal_fake_quant(strides, dilations):
                                     out_indices=(0, 1, 2, 3)))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        for a, b in zip(deploy.deploy_backbone(bb, x)(x), bb(x)):
+        for a, b in zip(deploy.deploy_backbone(bb, x, stem="fp32")(x), bb(x)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
@@ -322,3 +325,60 @@ def test_inner_loop_microbenchmark_runs_and_checks_its_input():
         ops.tile_peak(8, 10, 3, "auto")
     with pytest.raises(RuntimeError, match="must be >= 1"):
         ops.tile_peak(0, 10, 2, "auto")
+
+
+@needs_compiler
+@pytest.mark.parametrize("k,stride,pad,relu", [(3, 2, 1, False), (3, 2, 1, True), (1, 1, 0, True), (3, 1, 1, False)])
+@pytest.mark.parametrize("c", [96, 13])  # whole 8-channel steps, and a remainder
+def test_stem_max_pool_equals_torch(k, stride, pad, relu, c):
+    """The kernels' NHWC max-pool (+ ReLU): float in, bit for bit torch's; bf16 in, torch's on the widened values."""
+    torch.manual_seed(c + k)
+    x = torch.randn(2, c, 11, 9)
+    x[0, :, 3, 4] = 0.0  # ties with the ReLU's 0
+    ops = _ext.load()
+    for src in (x, x.bfloat16()):
+        ref = F.max_pool2d(src.float(), k, stride, pad)
+        ref = F.relu(ref) if relu else ref
+        for path in _paths():
+            got = ops.max_pool(src.permute(0, 2, 3, 1).contiguous(), k, stride, pad, relu, path)
+            assert got.dtype == torch.float32 and torch.equal(got.permute(0, 3, 1, 2), ref), (path, src.dtype)
+    with pytest.raises(RuntimeError, match="pad <= k/2"):
+        ops.max_pool(x.permute(0, 2, 3, 1).contiguous(), 3, 2, 2, False, "auto")
+
+
+def test_bf16_stem_rounds_inputs_and_weights_only():
+    """The bf16 stem conv = the fp32 conv of bf16-rounded input, weights and bias, rounded to bf16 (oneDNN sums in
+    fp32: at most an output rounding apart); 'auto' picks it for binary backbones on CPUs with native bf16 only."""
+    torch.manual_seed(3)
+    conv, bn = nn.Conv2d(3, 24, 7, 2, 3, bias=False), _randomize(nn.BatchNorm2d(24))
+    fp32 = deploy.model.FloatConv.from_conv(conv, bn)
+    bf16 = deploy.model.FloatConv.from_conv(conv, bn, "bf16")
+    x = torch.randn(2, 3, 40, 36).contiguous(memory_format=torch.channels_last)
+    r = lambda t: t.bfloat16().float()  # noqa: E731
+    ref = F.conv2d(r(x), r(fp32.weight), r(fp32.bias), 2, 3)
+    got = bf16(x)
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape
+    torch.testing.assert_close(got.float(), ref, rtol=2 ** -7, atol=1e-5)  # one bf16 rounding (2^-8) and change
+    assert (got.float() - fp32(x)).abs().max() > 0  # really rounded (the fp32 conv differs)
+    native = deploy.model.native_bf16()
+    assert deploy.stem_precision("auto", "binary") == ("bf16" if native else "fp32")
+    assert deploy.stem_precision("auto", "int8") == deploy.stem_precision("auto", "fp32") == "fp32"
+    assert deploy.stem_precision("bf16", "fp32") == "bf16"
+    with pytest.raises(deploy.DeployError, match="stem precision must be one of"):
+        deploy.stem_precision("fp16", "binary")
+
+
+@needs_compiler
+def test_bf16_stem_deployed_close_and_saved(tmp_path):
+    """A bf16-stem deployment: the stem's output rounded, the rest the same kernels; saved and loaded with it."""
+    model = _randomize(backbones.build("binealnet", width=0.25, stem="imagenet", out_indices=(0,)))
+    d = deploy.deploy_backbone(model, stem="bf16")
+    x = torch.randn(2, 3, 64, 64)
+    deploy.save(d, tmp_path / "m.pt")
+    again = deploy.load(tmp_path / "m.pt")
+    assert again.stem.precision == "bf16" and torch.equal(again(x)[0], d(x)[0])
+    with torch.no_grad():  # the pooled stem output: the fp32 one to bf16 precision (8-bit mantissa)
+        y32 = deploy.deploy_backbone(model, stem="fp32")
+        xc = x.contiguous(memory_format=torch.channels_last)
+        a, b = d.stem_pool(d.stem(xc)), y32.stem_pool(y32.stem(xc))
+        torch.testing.assert_close(a, b, rtol=2 ** -6, atol=2 ** -6 * float(b.abs().max()))

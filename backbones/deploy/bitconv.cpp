@@ -273,7 +273,114 @@ __attribute__((target("avx2"))) void pack_pixel_avx2(const float* x, int64_t C, 
   }
 }
 
+__attribute__((target("avx512f"))) void pack_pixel_avx512(const float* x, int64_t C, const float* b0, const float* sl,
+                                                           const float* b1, uint64_t* out) {
+  const int64_t Cw = (C + 63) / 64;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+  for (int64_t wd = 0; wd < Cw; ++wd) {
+    uint64_t bits = 0;
+    const int64_t c0 = wd * 64, c1 = std::min(C, c0 + 64);
+    int64_t c = c0;
+    for (; c + 16 <= c1; c += 16) {
+      __m512 v = _mm512_loadu_ps(x + c);
+      if (b0) {
+        v = _mm512_add_ps(v, _mm512_loadu_ps(b0 + c));
+        const __m512 neg = _mm512_mul_ps(_mm512_loadu_ps(sl + c), v);
+        v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), neg, v);  // v > 0 ? v : slope * v
+        v = _mm512_add_ps(v, _mm512_loadu_ps(b1 + c));
+      }
+      const uint64_t m = _mm512_test_epi32_mask(_mm512_castps_si512(v), sign);  // sign bits
+      bits |= m << (c - c0);
+    }
+    if (c < c1) {  // the word's last channels (fewer than 16)
+      uint64_t rest;
+      pack_pixel_scalar(x + c, c1 - c, b0 ? b0 + c : nullptr, sl ? sl + c : nullptr, b1 ? b1 + c : nullptr, &rest);
+      bits |= rest << (c - c0);
+    }
+    out[wd] = bits;
+  }
+}
+
+// The stem's max-pool (and ReLU) on NHWC, into the float NHWC the packing and the residuals read. x: float or
+// bf16 (the bf16 stem's output; a bf16 widens to float exactly: its bits are the float's top 16). Padding
+// never wins the max (as torch's -inf); with relu the max starts at 0, which is ReLU(max) (they commute).
+// Float in, float out: equal to torch's max_pool2d (+ relu) bit for bit (a max only picks values).
+template <typename T>
+inline float widen(T v) { return v; }
+template <>
+inline float widen(uint16_t v) { uint32_t u = static_cast<uint32_t>(v) << 16; float f; std::memcpy(&f, &u, 4); return f; }
+
+// One output pixel's window, channels [c0, c1): m = max over the window's ``taps`` (pixel pointers) of widen(src[c]).
+template <typename T>
+inline void max_window_scalar(const T* const* taps, int64_t ntaps, int64_t c0, int64_t c1, float init, float* out) {
+  for (int64_t c = c0; c < c1; ++c) {
+    float m = init;
+    for (int64_t t = 0; t < ntaps; ++t) m = widen(taps[t][c]) > m ? widen(taps[t][c]) : m;
+    out[c] = m;
+  }
+}
+
+__attribute__((target("avx2"))) inline __m256 load8_avx2(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2"))) inline __m256 load8_avx2(const uint16_t* p) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+template <typename T>
+__attribute__((target("avx2"))) void max_window_avx2(const T* const* taps, int64_t ntaps, int64_t C, float init,
+                                                     float* out) {
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    __m256 m = _mm256_set1_ps(init);
+    for (int64_t t = 0; t < ntaps; ++t) m = _mm256_max_ps(load8_avx2(taps[t] + c), m);  // v > m ? v : m
+    _mm256_storeu_ps(out + c, m);
+  }
+  max_window_scalar(taps, ntaps, c, C, init, out);
+}
+
+template <typename T>
+void max_pool_rows(const T* px, float* po, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int64_t k,
+                   int64_t stride, int64_t pad, bool relu, bool avx, int64_t r0, int64_t r1) {
+  std::vector<const T*> taps(k * k);
+  const float init = relu ? 0.f : -INFINITY;
+  for (int64_t r = r0; r < r1; ++r) {  // r = n * Ho + oy
+    const int64_t n = r / Ho, oy = r % Ho;
+    const int64_t y0 = std::max<int64_t>(0, oy * stride - pad), y1 = std::min(H, oy * stride - pad + k);
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const int64_t x0 = std::max<int64_t>(0, ox * stride - pad), x1 = std::min(W, ox * stride - pad + k);
+      int64_t nt = 0;
+      for (int64_t y = y0; y < y1; ++y)
+        for (int64_t x = x0; x < x1; ++x) taps[nt++] = px + ((n * H + y) * W + x) * C;
+      float* out = po + (r * Wo + ox) * C;
+      if (avx) max_window_avx2(taps.data(), nt, C, init, out);
+      else max_window_scalar(taps.data(), nt, 0, C, init, out);
+    }
+  }
+}
+
 }  // namespace
+
+// x: float or bf16 NHWC (N, H, W, C) -> float NHWC (N, Ho, Wo, C): k x k max-pool (k = 1: none) with stride and
+// padding, then ReLU if ``relu``.
+at::Tensor max_pool(at::Tensor x, int64_t k, int64_t stride, int64_t pad, bool relu, std::string path) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "max_pool: contiguous float or bf16 NHWC input expected");
+  TORCH_CHECK(k >= 1 && stride >= 1 && pad >= 0 && pad <= k / 2, "max_pool: k >= 1, stride >= 1, 0 <= pad <= k/2 expected");
+  const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3);
+  const int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "max_pool: input smaller than the window");
+  auto out = at::empty({N, Ho, Wo, C}, x.options().dtype(at::kFloat));
+  float* po = out.data_ptr<float>();
+  const bool avx = resolve(path) != SCALAR;
+  const bool bf = x.scalar_type() == at::kBFloat16;
+  const void* px = x.data_ptr();
+  at::parallel_for(0, N * Ho, 1, [&](int64_t r0, int64_t r1) {
+    if (bf) max_pool_rows(static_cast<const uint16_t*>(px), po, H, W, C, Ho, Wo, k, stride, pad, relu, avx, r0, r1);
+    else max_pool_rows(static_cast<const float*>(px), po, H, W, C, Ho, Wo, k, stride, pad, relu, avx, r0, r1);
+  });
+  return out;
+}
 
 // x: float NHWC (N, H, W, C); b0/slope/b1: per-channel float (C) or empty (plain sign).
 // Returns uint64 (stored as int64) (N, H + 2*ph, W + 2*pw, Cw) with the -1 ring.
@@ -300,7 +407,8 @@ at::Tensor pack_act(at::Tensor x, at::Tensor b0, at::Tensor slope, at::Tensor b1
     int64_t n = std::min<int64_t>(64, C - wd * 64);
     ring[wd] = n == 64 ? ~0ULL : ((1ULL << n) - 1);
   }
-  const bool avx = resolve(path) != SCALAR;
+  const Path kp = resolve(path);
+  const auto pack_pixel = kp == AVX512 ? pack_pixel_avx512 : kp == AVX2 ? pack_pixel_avx2 : pack_pixel_scalar;
   at::parallel_for(0, N * Hp, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t n = r / Hp, y = r % Hp - ph;
@@ -312,8 +420,7 @@ at::Tensor pack_act(at::Tensor x, at::Tensor b0, at::Tensor slope, at::Tensor b1
           std::memcpy(o, ring.data(), Cw * sizeof(uint64_t));
         } else {
           const float* src = px + ((n * H + y) * W + xi) * C;
-          if (avx) pack_pixel_avx2(src, C, pb0, psl, pb1, o);
-          else pack_pixel_scalar(src, C, pb0, psl, pb1, o);
+          pack_pixel(src, C, pb0, psl, pb1, o);
         }
       }
     }
@@ -459,6 +566,7 @@ TORCH_LIBRARY(binealbench, m) {
   m.def("pack_weight(Tensor w) -> Tensor", &pack_weight);
   m.def("binary_conv(Tensor xp, Tensor wp, int C, int KH, int KW, int stride, int dilation, Tensor scale, "
         "Tensor bias, Tensor residual, str path) -> Tensor", &binary_conv);
+  m.def("max_pool(Tensor x, int k, int stride, int pad, bool relu, str path) -> Tensor", &max_pool);
   m.def("cpu_path(str path) -> str", &cpu_path);
   m.def("tile_peak(int words, int reps, int pixels, str path) -> float", &tile_peak);
 }
