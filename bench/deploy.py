@@ -267,7 +267,8 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     rec = dict(
         task=task.NAME, backbone=args["backbone"], variant=args.get("variant"), kind=kind, timed="backbone",
         schedule=args["schedule"], checkpoint=str(ckpt), kernel=kernel + " (backbone; neck and head fake-quant)",
-        note=note, stem=None if kernel.startswith("fake-quant") else stem_prec, export_file=str(export_file) if size else None, export_bytes=size,
+        note=note, stem=None if kernel.startswith("fake-quant") else stem_prec,
+        export_file=str(export_file) if size else None, export_bytes=size,
         input_size=list(x.shape[1:]), latency_ms_batch1={str(t): round(v, 3) for t, v in lat.items()},
         fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()}, repeats=repeats,
         metric_name=task.METRIC["name"], metric_deployed=metric_dep, metric_fake_quant=metric_fq,
@@ -333,7 +334,8 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     rec = dict(
         task="classification", backbone=args["backbone"], variant=args.get("variant"), kind=kind,
         schedule=args["schedule"], schedule_label=cfg.bench["schedule_label"], checkpoint=str(ckpt),
-        kernel=kernel, note=note, stem=None if kernel.startswith("fake-quant") else stem_prec, export_file=str(export_file) if size else None, export_bytes=size,
+        kernel=kernel, note=note, stem=None if kernel.startswith("fake-quant") else stem_prec,
+        export_file=str(export_file) if size else None, export_bytes=size,
         fp32_params_bytes=params_fp32, input_size=list(images.shape[1:]),
         latency_ms_batch1={str(t): round(v, 3) for t, v in lat.items()},
         fake_quant_latency_ms_batch1={str(t): round(v, 3) for t, v in lat_fq.items()},
