@@ -674,10 +674,10 @@ def binary_breakdown(d, x, repeats=15) -> dict:
                     xin = out1 if name == "conv2" else h
                     xp = ops.pack_act(xin, c.b0, c.slope, c.b1, c.padding, c.padding, "auto")
                     out["packing"] += best(lambda: ops.pack_act(xin, c.b0, c.slope, c.b1, c.padding, c.padding, "auto"))
-                    out["binary_convs"] += best(lambda: ops.binary_conv(xp, c.wp, c.C, c.k, c.k, c.stride, c.dilation,
-                                                                        c.scale, c.bias, e, "auto"))
+                    out["binary_convs"] += best(lambda: ops.binary_conv(xp, c.wb, c.C, c.k, c.k, c.stride, c.dilation,
+                                                                        c.scale, c.bias, e, "auto", c.wp.size(0)))
                     if name == "conv1":
-                        out1 = ops.binary_conv(xp, c.wp, c.C, c.k, c.k, c.stride, c.dilation, c.scale, c.bias, e, "auto")
+                        out1 = c(xin)
                 h = d._block_binary(b, h)
     finally:
         torch.set_num_threads(old)

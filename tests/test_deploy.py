@@ -111,8 +111,14 @@ def test_packed_conv_blocking_edges_and_threads(cin, cout, h, w, k, stride, padd
                 xp = ops.pack_act(x.permute(0, 2, 3, 1).contiguous(), empty, empty, empty, padding, padding, path)
                 got = ops.binary_conv(xp, wp, cin, k, k, stride, dilation, empty, empty, empty, path)
                 assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, threads)
+                # weights blocked once ahead (as a deployed conv holds them): the same values
+                got = ops.binary_conv(xp, ops.block_weight(wp), cin, k, k, stride, dilation, empty, empty, empty, path,
+                                      cout)
+                assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, threads, "blocked")
     finally:
         torch.set_num_threads(old)
+    with pytest.raises(RuntimeError, match="need O in"):  # blocked weights cannot say how many channels are real
+        ops.binary_conv(xp, ops.block_weight(wp), cin, k, k, stride, dilation, empty, empty, empty, "auto", -1)
 
 
 def _randomize(model):

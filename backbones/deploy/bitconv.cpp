@@ -441,15 +441,39 @@ at::Tensor pack_weight(at::Tensor wh) {
   return out;
 }
 
-// The conv. xp: packed padded activations (N, Hp, Wp, Cw); wp: packed weights (O, KH*KW*Cw).
+// Packed weights (O, Kw) re-laid out for the tiles: blocks of OB channels, word k of the block's channels side by
+// side, (ceil(O/OB), Kw, OB); channels past O are zero words. A deployed conv does this once, not per call.
+at::Tensor block_weight(at::Tensor wp) {
+  TORCH_CHECK(wp.dim() == 2 && wp.is_contiguous() && wp.scalar_type() == at::kLong,
+              "block_weight: contiguous packed int64 (O, Kw) weights expected");
+  const int64_t O = wp.size(0), Kw = wp.size(1), NB = (O + OB - 1) / OB;
+  auto out = at::zeros({NB, Kw, OB}, wp.options());
+  const int64_t* src = wp.data_ptr<int64_t>();
+  int64_t* dst = out.data_ptr<int64_t>();
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t k = 0; k < Kw; ++k) dst[((o / OB) * Kw + k) * OB + o % OB] = src[o * Kw + k];
+  return out;
+}
+
+// The conv. xp: packed padded activations (N, Hp, Wp, Cw); wp: packed weights (O, KH*KW*Cw), or already
+// blocked by block_weight (then O, the output channels, is given: the blocks round it up to OB).
 // Returns, NHWC: int32 dot products (scale empty) or float dot * scale[o] + bias[o] (+ residual NHWC).
 at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
                           int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
-                          std::string path) {
+                          std::string path, int64_t O) {
   TORCH_CHECK(xp.dim() == 4 && xp.scalar_type() == at::kLong && wp.scalar_type() == at::kLong,
               "binary_conv: packed int64 tensors expected");
   TORCH_CHECK(xp.is_contiguous() && wp.is_contiguous(), "binary_conv: contiguous packed tensors expected");
-  const int64_t N = xp.size(0), Hp = xp.size(1), Wp = xp.size(2), Cw = xp.size(3), O = wp.size(0);
+  const bool blocked = wp.dim() == 3;
+  if (blocked) {
+    TORCH_CHECK(wp.size(2) == OB && O > (wp.size(0) - 1) * OB && O <= wp.size(0) * OB,
+                "binary_conv: blocked weights (NB, Kw, ", OB, ") need O in (", (wp.size(0) - 1) * OB, ", ",
+                wp.size(0) * OB, "]; got ", O);
+  } else {
+    TORCH_CHECK(wp.dim() == 2 && (O == -1 || O == wp.size(0)), "binary_conv: (O, Kw) packed weights, O = -1 or O");
+    O = wp.size(0);
+  }
+  const int64_t N = xp.size(0), Hp = xp.size(1), Wp = xp.size(2), Cw = xp.size(3);
   TORCH_CHECK(Cw == (C + 63) / 64 && wp.size(1) == KH * KW * Cw, "binary_conv: packed shapes do not match C/KH/KW");
   const int64_t Ho = (Hp - dilation * (KH - 1) - 1) / stride + 1, Wo = (Wp - dilation * (KW - 1) - 1) / stride + 1;
   TORCH_CHECK(Ho > 0 && Wo > 0, "binary_conv: input smaller than the kernel");
@@ -468,18 +492,15 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
     TORCH_CHECK(residual.is_contiguous(), "binary_conv: contiguous residual expected");
   }
   const uint64_t* px = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
-  const uint64_t* pwt = reinterpret_cast<const uint64_t*>(wp.data_ptr<int64_t>());
   const float* ps = as_int ? nullptr : scale.data_ptr<float>();
   const float* pb = as_int ? nullptr : bias.data_ptr<float>();
   const float* pr = has_res ? residual.data_ptr<float>() : nullptr;
   void* po = out.data_ptr();
   const Path p = resolve(path);
   const Tiles tiles = tiles_for(p);
-  // weights re-laid out in blocks of OB channels (see the tiles); channels past O are zero words
   const int64_t NB = (O + OB - 1) / OB;
-  std::vector<uint64_t> wb(NB * Kw * OB, 0);
-  for (int64_t o = 0; o < O; ++o)
-    for (int64_t k = 0; k < Kw; ++k) wb[((o / OB) * Kw + k) * OB + o % OB] = pwt[o * Kw + k];
+  const at::Tensor wbt = blocked ? wp : block_weight(wp);
+  const uint64_t* wb = reinterpret_cast<const uint64_t*>(wbt.data_ptr<int64_t>());
   // runs of contiguous words in the window (see TileArgs): kernel rows when dilation is 1, else single taps
   const bool rows = dilation == 1;
   const int64_t nruns = rows ? KH : KH * KW, len = rows ? KW * Cw : Cw;
@@ -498,7 +519,7 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
       const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
       if (b >= NB) continue;  // the last group's missing blocks
       const int64_t o0 = b * OB, no = std::min<int64_t>(OB, O - o0);
-      const TileArgs t0{nullptr, stride * Cw, runs.data(), nruns, len, wb.data() + b * Kw * OB};
+      const TileArgs t0{nullptr, stride * Cw, runs.data(), nruns, len, wb + b * Kw * OB};
       const uint64_t* row = px + (n * Hp + oy * stride) * Wp * Cw;
       for (int64_t ox = 0, np = 0; ox < Wo; ox += np) {
         int ti = 0;
@@ -565,7 +586,8 @@ TORCH_LIBRARY(binealbench, m) {
   m.def("pack_act(Tensor x, Tensor b0, Tensor slope, Tensor b1, int ph, int pw, str path) -> Tensor", &pack_act);
   m.def("pack_weight(Tensor w) -> Tensor", &pack_weight);
   m.def("binary_conv(Tensor xp, Tensor wp, int C, int KH, int KW, int stride, int dilation, Tensor scale, "
-        "Tensor bias, Tensor residual, str path) -> Tensor", &binary_conv);
+        "Tensor bias, Tensor residual, str path, int O=-1) -> Tensor", &binary_conv);
+  m.def("block_weight(Tensor wp) -> Tensor", &block_weight);
   m.def("max_pool(Tensor x, int k, int stride, int pad, bool relu, str path) -> Tensor", &max_pool);
   m.def("cpu_path(str path) -> str", &cpu_path);
   m.def("tile_peak(int words, int reps, int pixels, str path) -> float", &tile_peak);

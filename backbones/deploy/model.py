@@ -84,6 +84,7 @@ class BinConv:
     def __init__(self, wp, C, k, stride, padding, dilation, b0, slope, b1, scale, bias):
         self.wp, self.C, self.k, self.stride, self.padding, self.dilation = wp, C, k, stride, padding, dilation
         self.b0, self.slope, self.b1, self.scale, self.bias = b0, slope, b1, scale, bias
+        self.wb = _ext.load().block_weight(wp)  # the tiles' layout, made once (the file keeps wp)
 
     @classmethod
     def from_qconv(cls, conv: QConv2d, bn: nn.BatchNorm2d):
@@ -103,8 +104,8 @@ class BinConv:
         ops = _ext.load()
         xp = ops.pack_act(x, self.b0, self.slope, self.b1, self.padding, self.padding, path)
         empty = x.new_empty(0)
-        return ops.binary_conv(xp, self.wp, self.C, self.k, self.k, self.stride, self.dilation, self.scale, self.bias,
-                               empty if residual is None else residual, path)
+        return ops.binary_conv(xp, self.wb, self.C, self.k, self.k, self.stride, self.dilation, self.scale, self.bias,
+                               empty if residual is None else residual, path, self.wp.size(0))
 
     def state(self):
         return dict(type="bin", wp=self.wp, C=self.C, k=self.k, stride=self.stride, padding=self.padding,
