@@ -77,6 +77,13 @@ def test_packed_conv_equals_fake_quant_on_integers(k, stride, padding, dilation,
         got = ops.binary_conv(xp, wp, cin, k, k, stride, dilation, empty, empty, empty, path)
         assert got.dtype == torch.int32
         assert torch.equal(got.permute(0, 3, 1, 2), ref), path
+    # the float epilogue (dot * scale + bias + residual): every path bit for bit the plain scalar one's
+    scale, bias = torch.rand(cout) + 0.5, torch.randn(cout)
+    xp = ops.pack_act(x_nhwc, aq.b0.detach(), slope, aq.b1.detach(), padding, padding, "scalar")
+    res = torch.randn(ref.permute(0, 2, 3, 1).shape)
+    outs = {p: ops.binary_conv(xp, wp, cin, k, k, stride, dilation, scale, bias, res, p) for p in _paths()}
+    for p, o in outs.items():
+        assert torch.equal(o, outs["scalar"]), p
     # scaled: the whole fake-quant layer (scales before and after the conv) vs the deployed one
     for scales_after in (False, True):
         c = copy.deepcopy(conv)  # fresh: the layer's eval border cache is keyed on weights, not on this switch

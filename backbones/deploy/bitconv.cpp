@@ -29,7 +29,10 @@ namespace {
 enum Path { SCALAR = 0, AVX2 = 1, AVX512 = 2 };
 
 bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt"); }
-bool has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq"); }
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");  // DQ, VL: the fused epilogue
+}
 
 Path resolve(const std::string& p) {
   if (p == "auto") return has_avx512() ? AVX512 : has_avx2() ? AVX2 : SCALAR;
@@ -54,12 +57,25 @@ constexpr int PB_MAX = 4;  // AVX-512 (32 registers): 4-pixel tiles, 8 accumulat
 // of a row sit side by side in the packed NHWC layout), else one per tap. a: first pixel's top-left word;
 // step: words between neighbouring pixels; runs[i]: word offset of run i from a; len: words per run;
 // wb: the channel block's weights (Kw x OB words, in the same order); pop: P x OB sums.
+// out: where a tile that writes its own outputs (the AVX-512 one) puts them; null: it leaves pop for the epilogue.
+struct TileOut;
 struct TileArgs {
   const uint64_t* a;
   int64_t step;
   const int64_t* runs;
   int64_t nruns, len;
   const uint64_t* wb;
+  const TileOut* out = nullptr;
+};
+
+// The tile's outputs (the epilogue below, in registers): out/res point at the first pixel's channel o0, pixel q
+// at + q*O; no: the block's real channels; s null: int32 K - 2*pop, else float (K - 2*pop) * s + b (+ res).
+struct TileOut {
+  void* out;
+  const float* res;
+  int64_t O, no, K;
+  const float* s;
+  const float* b;
 };
 
 template <int P>
@@ -142,9 +158,35 @@ __attribute__((target("avx2,popcnt"))) void tile_avx2(const TileArgs& t, int32_t
     for (int j = 0; j < OB; ++j) pop[p * OB + j] = static_cast<int32_t>(sum[p][j]);
 }
 
-// AVX-512 VPOPCNTDQ: a 64-bit popcount per lane, summed straight into 64-bit lanes.
+// The epilogue on the accumulators: the same values as epilogue_scalar, op by op (K - 2*pop is exact in float:
+// |K| < 2^24), without the round trip through pop and a call per pixel.
+template <int P, int V>
+__attribute__((target("avx512f,avx512dq,avx512vl"))) inline void epilogue_avx512(const __m512i (&acc)[P][V],
+                                                                               const TileOut& o) {
+  const __m512i k = _mm512_set1_epi64(o.K);
+  for (int v = 0; v < V; ++v) {
+    const int64_t n = std::min<int64_t>(8, o.no - 8 * v);
+    if (n <= 0) break;
+    const __mmask8 m = static_cast<__mmask8>((1u << n) - 1);
+    __m256 s, b;
+    if (o.s) s = _mm256_maskz_loadu_ps(m, o.s + 8 * v), b = _mm256_maskz_loadu_ps(m, o.b + 8 * v);
+    for (int p = 0; p < P; ++p) {
+      const __m512i d = _mm512_sub_epi64(k, _mm512_add_epi64(acc[p][v], acc[p][v]));
+      const int64_t off = p * o.O + 8 * v;
+      if (!o.s) {
+        _mm256_mask_storeu_epi32(static_cast<int32_t*>(o.out) + off, m, _mm512_cvtepi64_epi32(d));
+        continue;
+      }
+      __m256 f = _mm256_add_ps(_mm256_mul_ps(_mm512_cvtepi64_ps(d), s), b);
+      if (o.res) f = _mm256_add_ps(f, _mm256_maskz_loadu_ps(m, o.res + off));
+      _mm256_mask_storeu_ps(static_cast<float*>(o.out) + off, m, f);
+    }
+  }
+}
+
+// AVX-512 VPOPCNTDQ: a 64-bit popcount per lane, summed straight into 64-bit lanes; the epilogue in registers.
 template <int P>
-__attribute__((target("avx512f,avx512vpopcntdq"))) void tile_avx512(const TileArgs& t, int32_t* pop) {
+__attribute__((target("avx512f,avx512vpopcntdq,avx512dq,avx512vl"))) void tile_avx512(const TileArgs& t, int32_t* pop) {
   constexpr int V = OB / 8;
   __m512i acc[P][V];
   for (int p = 0; p < P; ++p)
@@ -161,6 +203,10 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) void tile_avx512(const TileAr
       }
     }
   }
+  if (t.out) {
+    epilogue_avx512<P, V>(acc, *t.out);
+    return;
+  }
   for (int p = 0; p < P; ++p)
     for (int v = 0; v < V; ++v)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + p * OB + 8 * v), _mm512_cvtepi64_epi32(acc[p][v]));
@@ -171,17 +217,19 @@ using Tile = void (*)(const TileArgs&, int32_t*);
 // The tiles of a path, widest first: tiles[i] covers pixels[i] output pixels (a row's remainder takes the
 // widest that fits). AVX-512 has the registers for 4-pixel tiles (8 accumulators): each weight vector
 // loaded then serves 4 XORs, and the per-tile work (setup, epilogue) is spread over twice the pixels.
+// fused: the tiles write their outputs themselves (TileArgs::out).
 struct Tiles {
   int n;
   int pixels[3];
   Tile tile[3];
+  bool fused;
 };
 
 Tiles tiles_for(Path p) {
-  if (p == AVX512) return {3, {4, 2, 1}, {tile_avx512<4>, tile_avx512<2>, tile_avx512<1>}};
-  if (p == AVX2) return {2, {PB, 1, 0}, {tile_avx2<PB>, tile_avx2<1>, nullptr}};
-  if (__builtin_cpu_supports("popcnt")) return {2, {PB, 1, 0}, {tile_popcnt<PB>, tile_popcnt<1>, nullptr}};
-  return {2, {PB, 1, 0}, {tile_scalar<PB>, tile_scalar<1>, nullptr}};
+  if (p == AVX512) return {3, {4, 2, 1}, {tile_avx512<4>, tile_avx512<2>, tile_avx512<1>}, true};
+  if (p == AVX2) return {2, {PB, 1, 0}, {tile_avx2<PB>, tile_avx2<1>, nullptr}, false};
+  if (__builtin_cpu_supports("popcnt")) return {2, {PB, 1, 0}, {tile_popcnt<PB>, tile_popcnt<1>, nullptr}, false};
+  return {2, {PB, 1, 0}, {tile_scalar<PB>, tile_scalar<1>, nullptr}, false};
 }
 
 // ---------------------------------------------------------------- epilogue
@@ -532,6 +580,14 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
         for (int64_t q = 0; q < np; ++q) {
           if (pr) __builtin_prefetch(pr + base0 + q * O, 0);
           __builtin_prefetch(static_cast<char*>(po) + (base0 + q * O) * 4, 1);
+        }
+        if (tiles.fused) {
+          const TileOut o{as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base0)
+                                 : static_cast<void*>(static_cast<float*>(po) + base0),
+                          pr ? pr + base0 : nullptr, O, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0};
+          t.out = &o;
+          tiles.tile[ti](t, pop);
+          continue;
         }
         tiles.tile[ti](t, pop);
         for (int64_t q = 0; q < np; ++q) {
