@@ -509,7 +509,7 @@ def _iso_latency_cell(task: str, records: list[dict]) -> str:
         return why
     fmt = lambda v: _task(task).format_metric(records[0]["metric"]["name"], v)  # noqa: E731
     return (f"{fmt(iso['bnn_metric'])} vs INT8 {fmt(iso['int8_metric'])} at {iso['int8_ms']:.3g} ms "
-            f"(INT8 {iso['int8_width']:g}x, `{iso['schedule']}`)")
+            f"(INT8 {iso['int8_width']:g}x, `{iso['schedule']}`" + (f", {iso['cpu']})" if iso["cpu"] else ")"))
 
 
 HEADLINE_LEGEND = [

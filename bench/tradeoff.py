@@ -82,6 +82,18 @@ def cost_of(rec: dict, axis: str, deployments: dict | None = None) -> float | No
     raise BenchError(f"unknown cost axis {axis!r}; choose from {', '.join(AXES)}")
 
 
+def one_cpu(records: list[dict], deployments: dict) -> tuple[dict, str | None]:
+    """The deployments of ``records`` made on one CPU, the one most of them ran on (latencies from two
+    CPUs are not one curve); (deployments, that CPU's name), ({}, None) when none was deployed."""
+    from collections import Counter
+    mine = {k: d for r in records if (d := deployments.get(k := (r["task"], Path(r.get("_file", "")).name)))}
+    cpus = Counter((d.get("machine") or {}).get("cpu") for d in mine.values())
+    if not cpus:
+        return {}, None
+    cpu = cpus.most_common(1)[0][0]
+    return {k: d for k, d in mine.items() if (d.get("machine") or {}).get("cpu") == cpu}, cpu
+
+
 def interpolate(points: list[tuple[float, float]], cost: float) -> float | None:
     """The metric at ``cost`` on the curve through ``points`` [(cost, metric), ...] (one precision's
     widths): linear in log(cost) between the two measured points around it; None outside their range."""
@@ -216,12 +228,13 @@ def bnn_at_int8_latency(records: list[dict], task: str, deployments: dict) -> tu
     """The overview's iso-latency cell: binealnet's metric at an INT8 width's deployed latency (fastest
     engine), interpolated over binealnet's deployed widths at the same schedule. Reads the swept
     schedules by budget, largest first, and there the INT8 width nearest 1.0 whose latency lies in
-    binealnet's measured range. (dict(schedule, int8_width, int8_ms, int8_metric, bnn_metric), '') or
-    (None, why)."""
+    binealnet's measured range, with the latencies of one CPU (``one_cpu``). (dict(schedule, int8_width,
+    int8_ms, int8_metric, bnn_metric, cpu), '') or (None, why)."""
     why = "no width sweep of both precisions"
     for sched in swept_schedules(records, task):
         sel = select(records, task, sched)
-        front = {p: [(cost_of(r, "latency", deployments), r) for r in sel if r["backbone"] == p]
+        on_cpu, cpu = one_cpu(sel, deployments)
+        front = {p: [(cost_of(r, "latency", on_cpu), r) for r in sel if r["backbone"] == p]
                  for p in ("binealnet", "int8")}
         front = {p: [(c, r) for c, r in pts if c] for p, pts in front.items()}
         if len(front["binealnet"]) < 2 or not front["int8"]:
@@ -233,7 +246,7 @@ def bnn_at_int8_latency(records: list[dict], task: str, deployments: dict) -> tu
             v = interpolate(bnn, c)
             if v is not None:
                 return dict(schedule=sched, int8_width=width_of(r), int8_ms=c, int8_metric=r["metric"]["value"],
-                            bnn_metric=v), ""
+                            bnn_metric=v, cpu=cpu), ""
         lo, hi = min(c for c, _ in bnn), max(c for c, _ in bnn)
         ilo, ihi = min(c for c, _ in front["int8"]), max(c for c, _ in front["int8"])
         if not why.startswith("`"):  # the largest budget's reason
@@ -251,14 +264,16 @@ def report(task: str, schedule: str, results_dir, axes=tuple(AXES)) -> tuple[Pat
     recs = select(load_records(results_dir, task), task, schedule)
     if not recs:
         raise BenchError(f"no {task} records at schedule {schedule!r} with the default recipes in {results_dir}")
-    deployments = load_deployments(results_dir)
+    deployments, cpu = one_cpu(recs, load_deployments(results_dir))
     metric = tasks.get(task).METRIC["name"]
     hib = recs[0]["metric"].get("higher_is_better", True)
     per_axis = {ax: curves(recs, ax, deployments) for ax in axes}
     lines = [f"# {task}: speed against accuracy at the `{schedule}` budget", "",
              f"{recs[0].get('schedule_label', schedule)}. Default recipe per precision; one record per width "
              f"(seed 0). {metric} against each cost axis; iso-cost cells interpolate linearly in log(cost) between "
-             "the two measured widths around the cost and say so where the cost is outside the measured range.", "",
+             "the two measured widths around the cost and say so where the cost is outside the measured range."
+             + (f" Deployed latencies: all on one CPU, {cpu} (the one most widths were deployed on; a width deployed "
+                "only elsewhere has no latency here)." if cpu else ""), "",
              "| precision | width | recipe | " + metric + " | " + " | ".join(AXES[a] for a in axes) + " |",
              "|---|---|---|---|" + "---|" * len(axes)]
     for r in sorted(recs, key=lambda r: (PRECISIONS.index(r["backbone"]), width_of(r) or 0)):

@@ -136,3 +136,12 @@ def test_bnn_at_int8_latency_reads_the_sweep_and_never_extrapolates():
     iso, why = tradeoff.bnn_at_int8_latency(recs, "classification", dep)
     assert iso is None and why == "`sweep`: no overlap (binealnet 1 to 4 ms, INT8 0.5 to 8 ms): not extrapolated"
     assert tradeoff.bnn_at_int8_latency(recs[:3], "classification", dep) == (None, "no width sweep of both precisions")
+    # latencies of two CPUs are not one curve: the CPU most widths were deployed on is read, the other dropped
+    for d in dep.values():
+        d["machine"] = {"cpu": "cpu A"}
+    dep[("classification", "int8_0.5.json")].update(machine={"cpu": "cpu B"}, latency_ms_batch1={"1": 2.0})
+    iso, why = tradeoff.bnn_at_int8_latency(recs, "classification", dep)
+    assert iso is None and why == "`sweep`: no overlap (binealnet 1 to 4 ms, INT8 8 to 8 ms): not extrapolated"
+    dep[("classification", "int8_0.5.json")]["machine"]["cpu"] = "cpu A"
+    iso, why = tradeoff.bnn_at_int8_latency(recs, "classification", dep)
+    assert iso["cpu"] == "cpu A" and iso["bnn_metric"] == pytest.approx(0.35)
