@@ -194,15 +194,19 @@ def iso_cost_rows(curve: dict, a="binealnet", b="int8") -> list[dict]:
 
 def select(records: list[dict], task: str, schedule: str) -> list[dict]:
     """Each precision's records of one task and schedule at its default recipe (the recorded best), seed 0
-    first: one record per (precision, width)."""
+    first: one record per (precision, width), all on one dataset (the one most of them read: a front
+    mixing datasets is not one curve)."""
+    from collections import Counter
+
     import tasks
     t = tasks.get(task)
+    mine = [r for r in records if r["task"] == task and r["schedule"] == schedule and not r.get("variant")
+            and r.get("backbone") in PRECISIONS
+            and (r.get("recipe") or {}).get("name") == t.DEFAULT_RECIPES.get(r["backbone"])]
+    data = Counter((r.get("data") or {}).get("name") for r in mine).most_common(1)
     chosen = {}
-    for r in records:
-        if r["task"] != task or r["schedule"] != schedule or r.get("variant") or r.get("backbone") not in PRECISIONS:
-            continue
-        recipe = (r.get("recipe") or {}).get("name")
-        if recipe != t.DEFAULT_RECIPES.get(r["backbone"]):
+    for r in mine:
+        if (r.get("data") or {}).get("name") != data[0][0]:
             continue
         key = (r["backbone"], width_of(r))
         if key not in chosen or r.get("seed", 0) < chosen[key].get("seed", 0):

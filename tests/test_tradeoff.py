@@ -136,6 +136,10 @@ def test_bnn_at_int8_latency_reads_the_sweep_and_never_extrapolates():
     iso, why = tradeoff.bnn_at_int8_latency(recs, "classification", dep)
     assert iso is None and why == "`sweep`: no overlap (binealnet 1 to 4 ms, INT8 0.5 to 8 ms): not extrapolated"
     assert tradeoff.bnn_at_int8_latency(recs[:3], "classification", dep) == (None, "no width sweep of both precisions")
+    # a width run on another dataset is not a point of these fronts
+    other = dict(_rec("binealnet", 2.0, 0.9, 64e6, 64e6 * 64, "adamw-kd"), data={"name": "sample", "train_images": 1000})
+    assert [tradeoff.width_of(r) for r in tradeoff.select(recs + [other], "classification", "sweep")
+            if r["backbone"] == "binealnet"] == [0.5, 1.0]
     # latencies of two CPUs are not one curve: the CPU most widths were deployed on is read, the other dropped
     for d in dep.values():
         d["machine"] = {"cpu": "cpu A"}
