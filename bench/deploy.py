@@ -211,7 +211,7 @@ class _Contiguous(torch.nn.Module):
 
 
 def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR, repeats=30, threads=(1, 2),
-                            stem="auto"):
+                            stem="fp32"):
     """A detection / segmentation checkpoint: its backbone on the deployed kernels, the neck and head
     as trained. The task's test set is evaluated twice in one Runner (fake-quant backbone, then the
     deployed one); the backbone is timed at the task's example input."""
@@ -284,7 +284,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
 
 # ---------------------------------------------------------------- one checkpoint
 def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30, batch=64, threads=(1, 2),
-                      records_dir=None, stem="auto") -> dict:
+                      records_dir=None, stem="fp32") -> dict:
     """Deploy, export, time and evaluate one checkpoint (classification whole; detection and
     segmentation: the backbone); writes and returns its record."""
     from backbones import deploy
@@ -501,7 +501,8 @@ def _isa_section(results_dir) -> list[str]:
             f" / {fm['int8']['ms'] / fm['binealnet']['ms']:.2f}x" if fm else "")
         gm = f"{r['binary_gmac_per_s_1T']}" + (f" / {r['binary_gmac_per_s_1T_best_call']}"
                                                 if r.get("binary_gmac_per_s_1T_best_call") else "")
-        lines.append(f"| {r['machine']['cpu']} ({r['machine'].get('isa')}; {', '.join(r['machine'].get('isa_flags', []))}) "
+        lines.append(f"| {r['machine']['cpu']} ({r['machine'].get('isa')}; {', '.join(r['machine'].get('isa_flags', []))}; "
+                     f"tree {str(r.get('commit'))[:7]}) "
                      f"| {r['machine'].get('load_avg_1min_at_start')} | {cell('fp32')} | {cell('int8')} | "
                      f"{f['binealnet']['ms']} / {fm['binealnet']['ms'] if fm else '-'} | {ratio} | {gm} | "
                      f"{_peak_cell(r)} | {fl.get('fp32', '-')} / {fl.get('int8', '-')} / {fl.get('binealnet', '-')} at "
@@ -550,7 +551,7 @@ def binary_macs(backbone, x):
     return total[0]
 
 
-def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir=None, stem="auto"):
+def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir=None, stem="fp32"):
     """Batch-1 latency of our three backbones (ImageNet stem, size x size) deployed: fp32, real INT8
     (torch.ops.quantized, and the ONNX export on OpenVINO / ONNX Runtime when installed), packed BNN;
     prints ms, the ratios against the fastest INT8 engine, and each against its floor on this CPU
@@ -739,9 +740,11 @@ def add_args(p):
     p.add_argument("--batch", type=int, default=64, help="batch of the throughput figure")
     p.add_argument("--bench-224", action="store_true", help="benchmark only: the three backbones at 224x224 on every "
                    "engine installed (torch; OpenVINO / ONNX Runtime for int8 and fp32), against this CPU's floor")
-    p.add_argument("--stem", choices=STEM_PRECISIONS, default="auto",
-                   help="the stem conv's precision (the stem is float in training): auto = bf16 for the binary backbone "
-                   "where the CPU computes bf16 natively (AVX512-BF16 / AMX), else fp32; recorded, and named in the kernel")
+    p.add_argument("--stem", choices=STEM_PRECISIONS, default="fp32",
+                   help="the stem conv's precision (float in training); default fp32, the model as trained; bf16 (auto: "
+                   "bf16 for the binary backbone where the CPU computes it natively, AVX512-BF16 / AMX) is faster at "
+                   "224 but a binary net amplifies its rounding: it changed 16 to 40%% of the predictions of the "
+                   "CIFAR sweep checkpoints (fp32: under 0.5%%); recorded, and named in the kernel")
     p.add_argument("--record", action="store_true", help="with --bench-224: write <results-dir>/deploy/bench224/<cpu>.json "
                    "(results/deploy.md's per-instruction-set table reads it)")
 

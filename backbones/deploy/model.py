@@ -289,7 +289,7 @@ def _int8_out(rng: float):
 
 
 def deploy_backbone(backbone: BiNealNet, calib: torch.Tensor | None = None, path: str = "auto",
-                    stem: str = "auto") -> DeployedBackbone:
+                    stem: str = "fp32") -> DeployedBackbone:
     """The deployed counterpart of a trained ``backbone`` (``calib``: a batch of model inputs, needed for INT8;
     ``stem``: the stem conv's precision, one of ``STEM_PRECISIONS``)."""
     why = unsupported_reason(backbone)
@@ -359,7 +359,7 @@ class DeployedClassifier(nn.Module):
                     head_b=self.head_b, mean=self.mean, std=self.std)
 
 
-def deploy(model, calib=None, path="auto", mean=None, std=None, stem="auto"):
+def deploy(model, calib=None, path="auto", mean=None, std=None, stem="fp32"):
     """Deploy a ``BiNealNet`` or a classifier with ``.backbone`` and a linear ``.head`` (mean/std:
     the pixel normalisation of its data preprocessor; ``stem``: see ``deploy_backbone``)."""
     if isinstance(model, BiNealNet):
