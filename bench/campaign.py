@@ -82,7 +82,7 @@ def load_manifest(path) -> Manifest:
     """Read and check a manifest: every bad entry is one BenchError naming the file and the run."""
     import backbones
     import tasks
-    from tasks.recipes import RECIPES
+    from tasks.recipes import RECIPES, TASK_DEFAULT
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -108,8 +108,8 @@ def load_manifest(path) -> Manifest:
         if r["schedule"] not in task.SCHEDULES:
             raise BenchError(f"{where(r)}: task {r['task']} has no schedule {r['schedule']!r} "
                              f"(one of {', '.join(task.SCHEDULES)})")
-        if r.get("recipe") is not None and r["recipe"] not in RECIPES:
-            raise BenchError(f"{where(r)}: unknown recipe {r['recipe']!r} (one of {', '.join(RECIPES)})")
+        if r.get("recipe") is not None and r["recipe"] not in (*RECIPES, TASK_DEFAULT):
+            raise BenchError(f"{where(r)}: unknown recipe {r['recipe']!r} (one of {', '.join(RECIPES)}, {TASK_DEFAULT})")
         unknown_opts = set(r.get("options", {})) - set(task.OPTIONS)
         if unknown_opts:
             raise BenchError(f"{where(r)}: task {r['task']} has no options {sorted(unknown_opts)} "

@@ -110,6 +110,12 @@ def test_committed_manifest_is_valid_and_ordered(tmp_path):
         assert m.data_of(r).get("path") or r.task not in ("classification", "detection"), r.id
         assert all(m.run(d).session <= r.session for d in r.deps()), r.id
     assert {r.session for r in m.runs} >= {1, 2, 3}
+    # the detection stall check pairs the task's own optimizer with adamw (the default): both named
+    stall = [r for r in m.runs if r.task == "detection" and r.schedule == "short"]
+    assert sorted({r.recipe for r in stall}) == ["adamw", "task-default"] and len(stall) == 24
+    import dataclasses
+    cmd = campaign._command(m, dataclasses.replace(stall[0], init_from=None), "cpu", tmp_path, False, False)
+    assert cmd[cmd.index("--recipe") + 1] == stall[0].recipe == "task-default"
 
 
 def test_makespan_follows_slots_and_dependencies():
