@@ -170,11 +170,12 @@ def test_isa_section_from_a_bench224_record(tmp_path):
                                                                                         "binealnet": 6.0},
                floor_ghz=2.6, binary_gmac_per_s_1T=416.2,
                inner_loop_peak={"path": "avx512-vpopcntdq", "pixels": 4, "words": 36, "gmac_per_s": 832.4},
-               machine={"cpu": "Test CPU", "isa": "amx-int8", "isa_flags": ["amx_int8"], "load_avg_1min_at_start": 0.5})
+               machine={"cpu": "Test CPU", "isa": "amx-int8", "isa_flags": ["amx_int8"], "load_avg_1min_at_start": 0.5},
+               commit="0123456789abcdef")
     (tmp_path / "deploy" / "bench224").mkdir(parents=True)
     (tmp_path / "deploy" / "bench224" / "test.json").write_text(json.dumps(rec))
     text = bd.write_table(tmp_path).read_text()
-    assert ("| Test CPU (amx-int8; amx_int8) | 0.5 | 20.0 / - (openvino) | 2.0 / - (openvino) | 10.0 / - | 0.20x | "
+    assert ("| Test CPU (amx-int8; amx_int8; tree 0123456) | 0.5 | 20.0 / - (openvino) | 2.0 / - (openvino) | 10.0 / - | 0.20x | "
             "416.2 | 832.4 (avx512-vpopcntdq; whole backbone 0.50x of it) |") in text
     assert "- amx-int8: binealnet loses" in text and "- avx2: binealnet wins" in text
 
