@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from backbones.files import AtomicFile
@@ -33,9 +35,16 @@ def atomic_write(path: Path, data: bytes | str) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """Fail before training, not after, when the results folder cannot be written."""
-    atomic_write(Path(folder) / ".write-check", b"")
-    (Path(folder) / ".write-check").unlink()
+    """Fail before training, not after, when the results folder cannot be written. The probe's name
+    is unique per call: runs started together in one folder (a campaign's --parallel) must not remove
+    each other's probe."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    except OSError as e:
+        raise BenchError(f"{folder}: results folder not writable ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _safe_name(name: str, what: str) -> str:

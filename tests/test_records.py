@@ -87,3 +87,16 @@ def test_committed_records_are_named_by_their_identity():
         if f.stem != records.run_name(records.record_identity(rec)) or rec["run"] != f.stem:
             wrong.append(f.relative_to(REPO).as_posix())
     assert not wrong, wrong
+
+
+def test_runs_started_together_in_one_folder_pass_the_write_check(tmp_path):
+    """A campaign's --parallel runs probe the same results folder at once (two pretraining runs
+    failed so, 2026-12-05): no probe may remove another's, and none is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def probe(_):
+        for _ in range(200):
+            records.check_writable(tmp_path / "classification")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(probe, range(8)))  # re-raises the first failure
+    assert list((tmp_path / "classification").iterdir()) == []
