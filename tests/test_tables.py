@@ -109,3 +109,19 @@ def test_headline_latency_takes_the_fastest_int8_engine():
     assert _fastest(on_engine) == (2.9, "openvino")
     assert _fastest({"backbone": "binealnet", "_deployed": {"latency_ms_batch1": {"1": 3.9}}}) == (3.9, "packed 1-bit")
     assert _fastest({"backbone": "int8"}) == (None, "torch")
+
+
+def test_headline_latency_comes_from_the_first_seed_deployed_for_both(tmp_path):
+    """Latency does not depend on the seed: where seed 0's checkpoints were not deployed, a later seed's
+    deployments of binealnet and int8 fill the cell, which names that seed."""
+    for seed in (0, 1):
+        for r in [_rec("binealnet", 0.6, 30e6, seed=seed), _rec("int8", 0.8, 600e6, seed=seed),
+                  _rec("fp32", 0.9, 900e6, seed=seed)]:
+            records.write_record(r, tmp_path)
+    for backbone, ms in (("binealnet", 4.0), ("int8", 8.0)):
+        name = f"{backbone}_short_default_s1"
+        d = dict(task="classification", record=f"results/classification/{name}.json", top1_recorded=0.6 if
+                 backbone == "binealnet" else 0.8, latency_ms_batch1={"1": ms, "2": ms / 2}, export_bytes=1e6,
+                 top1_deployed=0.7, kernel="k")
+        records.atomic_write(tmp_path / "deploy" / "classification" / f"{name}.json", json.dumps(d))
+    assert _headline(tmp_path)["deployed latency BNN / INT8"] == "4 / 8 ms (0.50; INT8 on torch; seed 1)"
