@@ -211,7 +211,7 @@ class _Contiguous(torch.nn.Module):
 
 
 def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR, repeats=30, threads=(1, 2),
-                            stem="fp32"):
+                            stem="fp32", records_dir=None):
     """A detection / segmentation checkpoint: its backbone on the deployed kernels, the neck and head
     as trained. The task's test set is evaluated twice in one Runner (fake-quant backbone, then the
     deployed one); the backbone is timed at the task's example input."""
@@ -263,7 +263,7 @@ def deploy_dense_checkpoint(ckpt, args, export_dir=None, results_dir=RESULTS_DIR
     if kind in ("int8", "fp32") and size:  # the backbone on OpenVINO / ONNX Runtime too (the fastest INT8 counts)
         engines = engine_results(deployed_bb, export_file.with_suffix(".onnx"), calib, x, None, threads, repeats)
         _feature_check(engines, calib[:4], deployed_bb)
-    recorded, rec_file = recorded_metric(ckpt, args, results_dir)
+    recorded, rec_file = recorded_metric(ckpt, args, records_dir or results_dir)
     rec = dict(
         task=task.NAME, backbone=args["backbone"], variant=args.get("variant"), kind=kind, timed="backbone",
         schedule=args["schedule"], checkpoint=str(ckpt), kernel=kernel + " (backbone; neck and head fake-quant)",
@@ -292,7 +292,7 @@ def deploy_checkpoint(ckpt, export_dir=None, results_dir=RESULTS_DIR, repeats=30
     ckpt = Path(ckpt)
     meta = rundir.run_args(ckpt, "bench deploy")
     if meta.get("task") in DENSE_TASKS:
-        return deploy_dense_checkpoint(ckpt, meta, export_dir, results_dir, repeats, threads, stem)
+        return deploy_dense_checkpoint(ckpt, meta, export_dir, results_dir, repeats, threads, stem, records_dir)
     check_writable(Path(results_dir) / "deploy" / "classification")
     args, cfg, model = load_run(ckpt)
     kind = uniform_kind(model.backbone.precision)

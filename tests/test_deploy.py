@@ -290,14 +290,18 @@ def test_bench_deploy_refuses_a_variant_without_kernels(tmp_path):
 def test_bench_deploy_dense_backbone(tmp_path, task, backbone):
     """A detector's backbone on the kernels (segmentation takes the same path): the same feature maps
     as the fake-quant backbone, the same test metric as the run recorded (re-evaluated), a record
-    whose columns join the run's row."""
+    whose columns join the run's row. The run's record is found in --records-dir."""
+    import shutil
+
     from bench import results
     from bench.cli import main
-    res, wd = tmp_path / "res", tmp_path / "wd"
-    assert main(["run", "--task", task, "--backbone", backbone, "--width", "0.25", "--results-dir", str(res),
+    res, runs, wd = tmp_path / "res", tmp_path / "runs", tmp_path / "wd"
+    assert main(["run", "--task", task, "--backbone", backbone, "--width", "0.25", "--results-dir", str(runs),
                  "--work-dir", str(wd)]) == 0
     ckpt = (wd / "last_checkpoint").read_text().strip()
-    assert main(["deploy", ckpt, "--results-dir", str(res), "--repeats", "3", "--stem", "fp32"]) == 0
+    assert main(["deploy", ckpt, "--results-dir", str(res), "--records-dir", str(runs), "--repeats", "3",
+                 "--stem", "fp32"]) == 0
+    shutil.copytree(runs / task, res / task)  # the report reads runs and deployments from one results dir
     (f,) = (res / "deploy" / task).glob("*.json")
     d = json.loads(f.read_text())
     (run_rec,) = (res / task).glob("*.json")
