@@ -107,6 +107,10 @@ def test_headline_latency_takes_the_fastest_int8_engine():
     on_engine = dict(on_torch, _deployed=dict(on_torch["_deployed"],
                                               fastest={"engine": "openvino 2026.4.1", "latency_ms_batch1_1T": 2.9}))
     assert _fastest(on_engine) == (2.9, "openvino")
+    dense = {"backbone": "int8", "_deployed": {"kernel": "torch.ops.quantized (x86)", "latency_ms_batch1": {"1": 8.4},
+                                               "engines": {"engines": {"openvino": {"version": "2026.4.1",
+                                                                                    "latency_ms_batch1": {"1": 2.4}}}}}}
+    assert _fastest(dense) == (2.4, "openvino")  # a dense deploy record names its engines, not the fastest
     assert _fastest({"backbone": "binealnet", "_deployed": {"latency_ms_batch1": {"1": 3.9}}}) == (3.9, "packed 1-bit")
     assert _fastest({"backbone": "int8"}) == (None, "torch")
 
