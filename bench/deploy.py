@@ -610,7 +610,9 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
               f"binealnet/fp32 {f / b:.2f}x; binary {bmacs / 1e9:.2f} GMAC -> {bmacs / (b * 1e-3) / 1e9:.0f} binary GMAC/s")
     gmac = {k: round(bmacs / (b["binealnet"][1]["1"] * 1e-3) / 1e9, 1) for k, b in (("median", best), ("min", best_min))}
     if peak:
-        print(f"  packed kernel's inner loop alone ({peak['path']}, {peak['pixels']} pixels x 16 channels, L1-resident, "
+        bits = peak.get("word_bits", 64)
+        print(f"  packed kernel's inner loop alone ({peak['path']}, {peak['pixels']} pixels x {16 if bits == 64 else 32} "
+              f"channels of {bits}-bit words, L1-resident, "
               f"1 thread): {peak['gmac_per_s']:.0f} binary GMAC/s; the whole binealnet backbone at 1T reaches "
               f"{gmac['median'] / peak['gmac_per_s']:.2f}x of it at its median, {gmac['min'] / peak['gmac_per_s']:.2f}x "
               "at its best call")
@@ -650,8 +652,6 @@ def binary_breakdown(d, x, repeats=15) -> dict:
     """Best-call ms of each step of a deployed binary backbone ``d`` on ``x`` (1 thread): stem conv, max-pool +
     ReLU, activation packing (all convs) and the binary convs (all). On a shared machine a whole forward is
     rarely left uninterrupted; each step is short enough to be, so their sum estimates an idle core."""
-    from backbones.deploy import _ext
-    ops = _ext.load()
     old = torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -665,7 +665,6 @@ def binary_breakdown(d, x, repeats=15) -> dict:
             out["maxpool_relu"] = best(lambda: d.stem_pool(y))
             h = d.stem_pool(y)
             out["packing"] = out["binary_convs"] = 0.0
-            e = x.new_empty(0)
             for b in d.blocks:
                 out1 = None
                 for name in ("ds", "conv1", "conv2"):
@@ -673,10 +672,9 @@ def binary_breakdown(d, x, repeats=15) -> dict:
                     if c is None:
                         continue
                     xin = out1 if name == "conv2" else h
-                    xp = ops.pack_act(xin, c.b0, c.slope, c.b1, c.padding, c.padding, "auto")
-                    out["packing"] += best(lambda: ops.pack_act(xin, c.b0, c.slope, c.b1, c.padding, c.padding, "auto"))
-                    out["binary_convs"] += best(lambda: ops.binary_conv(xp, c.wb, c.C, c.k, c.k, c.stride, c.dilation,
-                                                                        c.scale, c.bias, e, "auto", c.wp.size(0)))
+                    xp = c.pack(xin)
+                    out["packing"] += best(lambda: c.pack(xin))
+                    out["binary_convs"] += best(lambda: c.conv(xp))
                     if name == "conv1":
                         out1 = c(xin)
                 h = d._block_binary(b, h)
@@ -708,10 +706,11 @@ def inner_loop_peak(words=36, seconds=0.003, tries=100):
         return None
     ops = _ext.load()
     pixels = 4 if path.startswith("avx512") else 2
-    rate = ops.tile_peak(words, 1000, pixels, "auto")
-    reps = max(1, int(rate * seconds / (words * pixels * 16 * 64)))
-    best = max(ops.tile_peak(words, reps, pixels, "auto") for _ in range(tries))
-    return dict(path=path, pixels=pixels, words=words, gmac_per_s=round(best / 1e9, 1))
+    unit = deploy.model.word_bits()  # the word size the deployed convs run (32 on AVX-512)
+    rate = ops.tile_peak(words, 1000, pixels, "auto", unit)
+    reps = max(1, int(rate * seconds / (words * pixels * 64 * (16 if unit == 64 else 32))))
+    best = max(ops.tile_peak(words, reps, pixels, "auto", unit) for _ in range(tries))
+    return dict(path=path, pixels=pixels, words=words, word_bits=unit, gmac_per_s=round(best / 1e9, 1))
 
 
 def _nominal_ghz():

@@ -36,6 +36,15 @@ def _paths():
     return out
 
 
+def _paths_and_words():
+    """(path, word bits) of every kernel this CPU runs: 64-bit words on each path, 32-bit ones on AVX-512."""
+    return [(p, 64) for p in _paths()] + ([("avx512", 32)] if "avx512" in _paths() else [])
+
+
+def _words(wp, cin, k, bits):
+    return wp if bits == 64 else deploy.model.dword_weights(wp, cin, k * k)
+
+
 def _qconv(cin, cout, k, stride, padding, dilation, scales_after=False):
     conv = QConv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation, bias=False,
                    weight_quantizer=BinaryWeightQuantizer((cout, cin, k, k)), act_quantizer=BinaryActivationQuantizer(cin),
@@ -72,18 +81,19 @@ def test_packed_conv_equals_fake_quant_on_integers(k, stride, padding, dilation,
     slope = aq.slope.detach().clamp(min=0)
     x_nhwc = x.permute(0, 2, 3, 1).contiguous()
     empty = torch.empty(0)
-    for path in _paths():
-        xp = ops.pack_act(x_nhwc, aq.b0.detach(), slope, aq.b1.detach(), padding, padding, path)
-        got = ops.binary_conv(xp, wp, cin, k, k, stride, dilation, empty, empty, empty, path)
+    for path, bits in _paths_and_words():
+        xp = ops.pack_act(x_nhwc, aq.b0.detach(), slope, aq.b1.detach(), padding, padding, path, bits)
+        got = ops.binary_conv(xp, _words(wp, cin, k, bits), cin, k, k, stride, dilation, empty, empty, empty, path)
         assert got.dtype == torch.int32
-        assert torch.equal(got.permute(0, 3, 1, 2), ref), path
+        assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, bits)
     # the float epilogue (dot * scale + bias + residual): every path bit for bit the plain scalar one's
     scale, bias = torch.rand(cout) + 0.5, torch.randn(cout)
-    xp = ops.pack_act(x_nhwc, aq.b0.detach(), slope, aq.b1.detach(), padding, padding, "scalar")
     res = torch.randn(ref.permute(0, 2, 3, 1).shape)
-    outs = {p: ops.binary_conv(xp, wp, cin, k, k, stride, dilation, scale, bias, res, p) for p in _paths()}
+    outs = {(p, bits): ops.binary_conv(ops.pack_act(x_nhwc, aq.b0.detach(), slope, aq.b1.detach(), padding, padding,
+                                                    "scalar", bits), _words(wp, cin, k, bits), cin, k, k, stride,
+                                       dilation, scale, bias, res, p) for p, bits in _paths_and_words()}
     for p, o in outs.items():
-        assert torch.equal(o, outs["scalar"]), p
+        assert torch.equal(o, outs[("scalar", 64)]), p
     # scaled: the whole fake-quant layer (scales before and after the conv) vs the deployed one
     for scales_after in (False, True):
         c = copy.deepcopy(conv)  # fresh: the layer's eval border cache is keyed on weights, not on this switch
@@ -114,16 +124,18 @@ def test_packed_conv_blocking_edges_and_threads(cin, cout, h, w, k, stride, padd
     try:
         for threads in (1, 2):  # the work split between threads must not change a value
             torch.set_num_threads(threads)
-            for path in _paths():
-                xp = ops.pack_act(x.permute(0, 2, 3, 1).contiguous(), empty, empty, empty, padding, padding, path)
-                got = ops.binary_conv(xp, wp, cin, k, k, stride, dilation, empty, empty, empty, path)
-                assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, threads)
+            for path, bits in _paths_and_words():
+                xp = ops.pack_act(x.permute(0, 2, 3, 1).contiguous(), empty, empty, empty, padding, padding, path, bits)
+                got = ops.binary_conv(xp, _words(wp, cin, k, bits), cin, k, k, stride, dilation, empty, empty, empty,
+                                      path)
+                assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, bits, threads)
                 # weights blocked once ahead (as a deployed conv holds them): the same values
-                got = ops.binary_conv(xp, ops.block_weight(wp), cin, k, k, stride, dilation, empty, empty, empty, path,
-                                      cout)
-                assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, threads, "blocked")
+                got = ops.binary_conv(xp, ops.block_weight(_words(wp, cin, k, bits)), cin, k, k, stride, dilation,
+                                      empty, empty, empty, path, cout)
+                assert torch.equal(got.permute(0, 3, 1, 2), ref), (path, bits, threads, "blocked")
     finally:
         torch.set_num_threads(old)
+    xp = ops.pack_act(x.permute(0, 2, 3, 1).contiguous(), empty, empty, empty, padding, padding, "auto")
     with pytest.raises(RuntimeError, match="need O in"):  # blocked weights cannot say how many channels are real
         ops.binary_conv(xp, ops.block_weight(wp), cin, k, k, stride, dilation, empty, empty, empty, "auto", -1)
 

@@ -212,6 +212,59 @@ __attribute__((target("avx512f,avx512vpopcntdq,avx512dq,avx512vl"))) void tile_a
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + p * OB + 8 * v), _mm512_cvtepi64_epi32(acc[p][v]));
 }
 
+// 32-bit words (AVX-512 VPOPCNTDQ only), for C with C % 64 in (0, 32] (96 channels: 3 words of 32 bits where
+// 64-bit words carry 2 with 32 bits of padding). A vector is 16 channels x 32 bits, the same 512 MACs per
+// XOR/popcount/add as 8 channels x 64 bits; blocks of OB32 channels; the sums stay in 32-bit lanes.
+constexpr int OB32 = 32;
+struct TileArgs32 {
+  const uint32_t* a;
+  int64_t step;
+  const int64_t* runs;
+  int64_t nruns, len;
+  const uint32_t* wb;
+};
+
+template <int P>
+__attribute__((target("avx512f,avx512vpopcntdq,avx512dq,avx512vl"))) void tile_avx512_dw(const TileArgs32& t,
+                                                                                        const TileOut& o) {
+  constexpr int V = OB32 / 16;
+  __m512i acc[P][V];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) acc[p][v] = _mm512_setzero_si512();
+  const uint32_t* w = t.wb;
+  for (int64_t k = 0; k < t.nruns; ++k) {
+    const uint32_t* a = t.a + t.runs[k];
+    for (int64_t c = 0; c < t.len; ++c, w += OB32) {
+      __m512i wv[V];
+      for (int v = 0; v < V; ++v) wv[v] = _mm512_loadu_si512(w + 16 * v);
+      for (int p = 0; p < P; ++p) {
+        const __m512i x = _mm512_set1_epi32(static_cast<int32_t>(a[p * t.step + c]));
+        for (int v = 0; v < V; ++v) acc[p][v] = _mm512_add_epi32(acc[p][v], _mm512_popcnt_epi32(_mm512_xor_si512(x, wv[v])));
+      }
+    }
+  }
+  // the epilogue of epilogue_avx512, 16 channels per vector (|K - 2*pop| < 2^24: exact in float)
+  const __m512i kk = _mm512_set1_epi32(static_cast<int32_t>(o.K));
+  for (int v = 0; v < V; ++v) {
+    const int64_t n = std::min<int64_t>(16, o.no - 16 * v);
+    if (n <= 0) break;
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    __m512 s, b;
+    if (o.s) s = _mm512_maskz_loadu_ps(m, o.s + 16 * v), b = _mm512_maskz_loadu_ps(m, o.b + 16 * v);
+    for (int p = 0; p < P; ++p) {
+      const __m512i d = _mm512_sub_epi32(kk, _mm512_add_epi32(acc[p][v], acc[p][v]));
+      const int64_t off = p * o.O + 16 * v;
+      if (!o.s) {
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(o.out) + off, m, d);
+        continue;
+      }
+      __m512 f = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), s), b);
+      if (o.res) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(m, o.res + off));
+      _mm512_mask_storeu_ps(static_cast<float*>(o.out) + off, m, f);
+    }
+  }
+}
+
 using Tile = void (*)(const TileArgs&, int32_t*);
 
 // The tiles of a path, widest first: tiles[i] covers pixels[i] output pixels (a row's remainder takes the
@@ -431,9 +484,11 @@ at::Tensor max_pool(at::Tensor x, int64_t k, int64_t stride, int64_t pad, bool r
 }
 
 // x: float NHWC (N, H, W, C); b0/slope/b1: per-channel float (C) or empty (plain sign).
-// Returns uint64 (stored as int64) (N, H + 2*ph, W + 2*pw, Cw) with the -1 ring.
+// Returns uint64 (stored as int64) (N, H + 2*ph, W + 2*pw, Cw) with the -1 ring; unit 32: uint32 (stored as
+// int32) words, (N, Hp, Wp, ceil(C/32)), the same bits (a 64-bit word's low half is its first 32 channels).
 at::Tensor pack_act(at::Tensor x, at::Tensor b0, at::Tensor slope, at::Tensor b1, int64_t ph,
-                       int64_t pw, std::string path) {
+                       int64_t pw, std::string path, int64_t unit) {
+  TORCH_CHECK(unit == 64 || unit == 32, "pack_act: unit must be 64 or 32");
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat, "pack_act: float NHWC input expected");
   TORCH_CHECK(x.is_contiguous(), "pack_act: contiguous input expected");
   const int64_t N = x.size(0), H = x.size(1), W = x.size(2), C = x.size(3), Cw = (C + 63) / 64;
@@ -447,28 +502,33 @@ at::Tensor pack_act(at::Tensor x, at::Tensor b0, at::Tensor slope, at::Tensor b1
   const float* pb0 = q ? b0.data_ptr<float>() : nullptr;
   const float* psl = q ? slope.data_ptr<float>() : nullptr;
   const float* pb1 = q ? b1.data_ptr<float>() : nullptr;
-  auto out = at::empty({N, Hp, Wp, Cw}, x.options().dtype(at::kLong));
-  uint64_t* po = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  const int64_t Cu = unit == 64 ? Cw : (C + 31) / 32, bytes = Cu * unit / 8;  // words and bytes per pixel
+  auto out = at::empty({N, Hp, Wp, Cu}, x.options().dtype(unit == 64 ? at::kLong : at::kInt));
+  char* po = static_cast<char*>(out.data_ptr());
   const float* px = x.data_ptr<float>();
   std::vector<uint64_t> ring(Cw);  // the -1 value: every valid channel bit set
   for (int64_t wd = 0; wd < Cw; ++wd) {
     int64_t n = std::min<int64_t>(64, C - wd * 64);
     ring[wd] = n == 64 ? ~0ULL : ((1ULL << n) - 1);
   }
+  TORCH_CHECK(unit == 64 || Cw <= 64, "pack_act: at most 4096 channels with unit 32");
   const Path kp = resolve(path);
   const auto pack_pixel = kp == AVX512 ? pack_pixel_avx512 : kp == AVX2 ? pack_pixel_avx2 : pack_pixel_scalar;
   at::parallel_for(0, N * Hp, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t n = r / Hp, y = r % Hp - ph;
-      uint64_t* row = po + r * Wp * Cw;
+      char* row = po + r * Wp * bytes;
+      uint64_t words[64];  // one pixel's 64-bit words (C <= 4096), when the output keeps 32-bit ones
       for (int64_t xx = 0; xx < Wp; ++xx) {
         int64_t xi = xx - pw;
-        uint64_t* o = row + xx * Cw;
+        char* o = row + xx * bytes;
         if (y < 0 || y >= H || xi < 0 || xi >= W) {
-          std::memcpy(o, ring.data(), Cw * sizeof(uint64_t));
+          std::memcpy(o, ring.data(), bytes);
         } else {
           const float* src = px + ((n * H + y) * W + xi) * C;
-          pack_pixel(src, C, pb0, psl, pb1, o);
+          uint64_t* dst = unit == 64 ? reinterpret_cast<uint64_t*>(o) : words;
+          pack_pixel(src, C, pb0, psl, pb1, dst);
+          if (unit == 32) std::memcpy(o, words, bytes);
         }
       }
     }
@@ -492,8 +552,17 @@ at::Tensor pack_weight(at::Tensor wh) {
 // Packed weights (O, Kw) re-laid out for the tiles: blocks of OB channels, word k of the block's channels side by
 // side, (ceil(O/OB), Kw, OB); channels past O are zero words. A deployed conv does this once, not per call.
 at::Tensor block_weight(at::Tensor wp) {
-  TORCH_CHECK(wp.dim() == 2 && wp.is_contiguous() && wp.scalar_type() == at::kLong,
-              "block_weight: contiguous packed int64 (O, Kw) weights expected");
+  TORCH_CHECK(wp.dim() == 2 && wp.is_contiguous() && (wp.scalar_type() == at::kLong || wp.scalar_type() == at::kInt),
+              "block_weight: contiguous packed int64 or int32 (O, Kw) weights expected");
+  if (wp.scalar_type() == at::kInt) {  // 32-bit words: blocks of OB32 channels
+    const int64_t O = wp.size(0), Kd = wp.size(1), NB = (O + OB32 - 1) / OB32;
+    auto out = at::zeros({NB, Kd, OB32}, wp.options());
+    const int32_t* src = wp.data_ptr<int32_t>();
+    int32_t* dst = out.data_ptr<int32_t>();
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t k = 0; k < Kd; ++k) dst[((o / OB32) * Kd + k) * OB32 + o % OB32] = src[o * Kd + k];
+    return out;
+  }
   const int64_t O = wp.size(0), Kw = wp.size(1), NB = (O + OB - 1) / OB;
   auto out = at::zeros({NB, Kw, OB}, wp.options());
   const int64_t* src = wp.data_ptr<int64_t>();
@@ -506,9 +575,15 @@ at::Tensor block_weight(at::Tensor wp) {
 // The conv. xp: packed padded activations (N, Hp, Wp, Cw); wp: packed weights (O, KH*KW*Cw), or already
 // blocked by block_weight (then O, the output channels, is given: the blocks round it up to OB).
 // Returns, NHWC: int32 dot products (scale empty) or float dot * scale[o] + bias[o] (+ residual NHWC).
+at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
+                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
+                          std::string path, int64_t O);
+
 at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
                           int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
                           std::string path, int64_t O) {
+  if (xp.scalar_type() == at::kInt)
+    return binary_conv_dw(xp, wp, C, KH, KW, stride, dilation, scale, bias, residual, path, O);
   TORCH_CHECK(xp.dim() == 4 && xp.scalar_type() == at::kLong && wp.scalar_type() == at::kLong,
               "binary_conv: packed int64 tensors expected");
   TORCH_CHECK(xp.is_contiguous() && wp.is_contiguous(), "binary_conv: contiguous packed tensors expected");
@@ -603,13 +678,110 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
   return out;
 }
 
+// The conv on 32-bit words (pack_act unit 32; AVX-512 VPOPCNTDQ only): xp int32 (N, Hp, Wp, Cd), wp int32 blocked
+// (NB, Kd, OB32) or packed (O, Kd); the same work split and outputs as binary_conv.
+at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
+                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
+                          std::string path, int64_t O) {
+  TORCH_CHECK(resolve(path) == AVX512, "binary_conv: 32-bit words need the AVX-512 VPOPCNTDQ path");
+  TORCH_CHECK(xp.dim() == 4 && wp.scalar_type() == at::kInt && xp.is_contiguous() && wp.is_contiguous(),
+              "binary_conv: 32-bit packed activations (pack_act unit 32) need contiguous 32-bit packed weights");
+  const bool blocked = wp.dim() == 3;
+  if (blocked) {
+    TORCH_CHECK(wp.size(2) == OB32 && O > (wp.size(0) - 1) * OB32 && O <= wp.size(0) * OB32,
+                "binary_conv: blocked 32-bit weights (NB, Kd, ", OB32, ") need O in (", (wp.size(0) - 1) * OB32, ", ",
+                wp.size(0) * OB32, "]; got ", O);
+  } else {
+    TORCH_CHECK(wp.dim() == 2 && (O == -1 || O == wp.size(0)), "binary_conv: (O, Kd) packed weights, O = -1 or O");
+    O = wp.size(0);
+  }
+  const int64_t N = xp.size(0), Hp = xp.size(1), Wp = xp.size(2), Cd = xp.size(3);
+  TORCH_CHECK(Cd == (C + 31) / 32 && wp.size(1) == KH * KW * Cd, "binary_conv: packed shapes do not match C/KH/KW");
+  const int64_t Ho = (Hp - dilation * (KH - 1) - 1) / stride + 1, Wo = (Wp - dilation * (KW - 1) - 1) / stride + 1;
+  TORCH_CHECK(Ho > 0 && Wo > 0, "binary_conv: input smaller than the kernel");
+  const int64_t K = C * KH * KW, Kd = KH * KW * Cd;
+  const bool as_int = scale.numel() == 0;
+  at::Tensor out = at::empty({N, Ho, Wo, O}, xp.options().dtype(as_int ? at::kInt : at::kFloat));
+  if (!as_int)
+    TORCH_CHECK(scale.numel() == O && bias.numel() == O && scale.is_contiguous() && bias.is_contiguous() &&
+                scale.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat,
+                "binary_conv: contiguous float scale and bias of size O expected");
+  const bool has_res = residual.numel() > 0;
+  if (has_res)
+    TORCH_CHECK(residual.sizes() == out.sizes() && residual.scalar_type() == at::kFloat && residual.is_contiguous(),
+                "binary_conv: residual must be contiguous float NHWC of the output's shape");
+  const uint32_t* px = reinterpret_cast<const uint32_t*>(xp.data_ptr<int32_t>());
+  const float* ps = as_int ? nullptr : scale.data_ptr<float>();
+  const float* pb = as_int ? nullptr : bias.data_ptr<float>();
+  const float* pr = has_res ? residual.data_ptr<float>() : nullptr;
+  void* po = out.data_ptr();
+  const int64_t NB = (O + OB32 - 1) / OB32;
+  const at::Tensor wbt = blocked ? wp : block_weight(wp);
+  const uint32_t* wb = reinterpret_cast<const uint32_t*>(wbt.data_ptr<int32_t>());
+  const bool rows = dilation == 1;
+  const int64_t nruns = rows ? KH : KH * KW, len = rows ? KW * Cd : Cd;
+  std::vector<int64_t> runs(nruns);
+  for (int64_t i = 0; i < nruns; ++i)
+    runs[i] = rows ? i * Wp * Cd : ((i / KW) * dilation * Wp + (i % KW) * dilation) * Cd;
+  const int64_t R = N * Ho, G = std::max<int64_t>(1, std::min<int64_t>(NB, (128 << 10) / (Kd * OB32 * 4)));
+  const int64_t NG = (NB + G - 1) / G;
+  at::parallel_for(0, NG * R * G, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
+      if (b >= NB) continue;
+      const int64_t o0 = b * OB32, no = std::min<int64_t>(OB32, O - o0);
+      const uint32_t* row = px + (n * Hp + oy * stride) * Wp * Cd;
+      for (int64_t ox = 0, np = 0; ox < Wo; ox += np) {
+        np = Wo - ox >= 4 ? 4 : Wo - ox >= 2 ? 2 : 1;
+        const int64_t base0 = ((n * Ho + oy) * Wo + ox) * O + o0;
+        for (int64_t q = 0; q < np; ++q) {
+          if (pr) __builtin_prefetch(pr + base0 + q * O, 0);
+          __builtin_prefetch(static_cast<char*>(po) + (base0 + q * O) * 4, 1);
+        }
+        const TileArgs32 t{row + ox * stride * Cd, stride * Cd, runs.data(), nruns, len, wb + b * Kd * OB32};
+        const TileOut o{as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base0)
+                               : static_cast<void*>(static_cast<float*>(po) + base0),
+                        pr ? pr + base0 : nullptr, O, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0};
+        if (np == 4) tile_avx512_dw<4>(t, o);
+        else if (np == 2) tile_avx512_dw<2>(t, o);
+        else tile_avx512_dw<1>(t, o);
+      }
+    }
+  });
+  return out;
+}
+
 // Microbenchmark of the inner loop alone: one tile (``pixels`` output pixels x OB channels) over a run of
 // ``words`` words whose activations and weights sit in L1, called ``reps`` times on the calling thread.
 // Returns binary MACs per second (64 per word, per pixel, per channel): the peak the conv's tiles can reach.
-double tile_peak(int64_t words, int64_t reps, int64_t pixels, std::string path) {
+double tile_peak(int64_t words, int64_t reps, int64_t pixels, std::string path, int64_t unit) {
   TORCH_CHECK(words >= 1 && reps >= 1, "tile_peak: words and reps must be >= 1");
   TORCH_CHECK(pixels == 1 || pixels == PB || pixels == 4, "tile_peak: pixels must be 1, ", PB, " or 4");
+  TORCH_CHECK(unit == 64 || unit == 32, "tile_peak: unit must be 64 or 32");
   const Path p = resolve(path);
+  if (unit == 32) {  // the 32-bit tile the deployed convs run on AVX-512: ``words`` 64-bit words' worth of bits
+    TORCH_CHECK(p == AVX512, "tile_peak: 32-bit words need the AVX-512 VPOPCNTDQ path");
+    const int64_t dw = 2 * words;
+    std::vector<uint32_t> a(dw * pixels), w(dw * OB32);
+    uint32_t s = 0x9E3779B9u;
+    for (auto& v : a) v = (s ^= s << 13, s ^= s >> 17, s ^= s << 5);
+    for (auto& v : w) v = (s ^= s << 13, s ^= s >> 17, s ^= s << 5);
+    std::vector<int32_t> out(pixels * OB32);
+    const int64_t run0 = 0;
+    const TileArgs32 t{a.data(), dw, &run0, 1, dw, w.data()};
+    const TileOut o{out.data(), nullptr, OB32, OB32, dw * 32, nullptr, nullptr};
+    auto tile = pixels == 1 ? tile_avx512_dw<1> : pixels == 2 ? tile_avx512_dw<2> : tile_avx512_dw<4>;
+    int64_t sink = 0;
+    tile(t, o);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t r = 0; r < reps; ++r) {
+      tile(t, o);
+      sink += out[r % (pixels * OB32)];
+    }
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    TORCH_CHECK(sink != INT64_MIN, "tile_peak: impossible sum");  // keeps the calls
+    return static_cast<double>(reps) * dw * pixels * OB32 * 32 / sec;
+  }
   Tile tile = pixels == 1 ? (p == AVX512 ? tile_avx512<1> : p == AVX2 ? tile_avx2<1> : tile_scalar<1>)
             : pixels == 2 ? (p == AVX512 ? tile_avx512<2> : p == AVX2 ? tile_avx2<2> : tile_scalar<2>)
                           : (p == AVX512 ? tile_avx512<4> : p == AVX2 ? tile_avx2<4> : tile_scalar<4>);
@@ -639,12 +811,13 @@ std::string cpu_path(std::string path) {
 
 // Registered as torch.ops.binealbench.* (loaded with is_python_module=False).
 TORCH_LIBRARY(binealbench, m) {
-  m.def("pack_act(Tensor x, Tensor b0, Tensor slope, Tensor b1, int ph, int pw, str path) -> Tensor", &pack_act);
+  m.def("pack_act(Tensor x, Tensor b0, Tensor slope, Tensor b1, int ph, int pw, str path, int unit=64) -> Tensor",
+        &pack_act);
   m.def("pack_weight(Tensor w) -> Tensor", &pack_weight);
   m.def("binary_conv(Tensor xp, Tensor wp, int C, int KH, int KW, int stride, int dilation, Tensor scale, "
         "Tensor bias, Tensor residual, str path, int O=-1) -> Tensor", &binary_conv);
   m.def("block_weight(Tensor wp) -> Tensor", &block_weight);
   m.def("max_pool(Tensor x, int k, int stride, int pad, bool relu, str path) -> Tensor", &max_pool);
   m.def("cpu_path(str path) -> str", &cpu_path);
-  m.def("tile_peak(int words, int reps, int pixels, str path) -> float", &tile_peak);
+  m.def("tile_peak(int words, int reps, int pixels, str path, int unit=64) -> float", &tile_peak);
 }
