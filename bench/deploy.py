@@ -567,7 +567,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     torch.manual_seed(0)
     x = torch.randn(1, 3, size, size)
     machine = dict(_machine(), isa=getattr(roofline.this_cpu(), "name", None), isa_flags=roofline.isa_flags_present())
-    rows, mins, macs, parts, stems = {}, {}, {}, None, {}
+    rows, mins, macs, parts, convs, stems = {}, {}, {}, None, None, {}
     export = Path(export_dir or tempfile.mkdtemp(prefix="bench224_"))
     for name in ("fp32", "int8", "binealnet"):
         m = backbones.build(name, stem="imagenet", out_indices=(3,))
@@ -591,7 +591,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
                 rows[name][label], mins[name][label] = r["latency_ms_batch1"], r["latency_ms_batch1_min"]
         macs[name] = roofline.backbone_macs(name, size)
         if name == "binealnet" and kernel.startswith("packed"):
-            parts = binary_breakdown(d, x)
+            parts, convs = binary_breakdown(d, x)
     bmacs = macs["binealnet"]["binary"]
     peak = inner_loop_peak()
     isa = roofline.this_cpu()
@@ -633,7 +633,7 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     rec = dict(size=size, repeats=repeats, threads=list(threads), latency_ms_batch1=rows,
                fastest_1T={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best.items()}, macs=macs,
                binary_gmac_per_s_1T=gmac["median"], binary_gmac_per_s_1T_best_call=gmac["min"], inner_loop_peak=peak,
-               binealnet_steps_ms_best_call=parts, stem_precision=stems,
+               binealnet_steps_ms_best_call=parts, binealnet_convs_best_call=convs, stem_precision=stems,
                binary_gmac_per_s_1T_step_sum=round(bmacs / parts["sum"] / 1e6, 1) if parts else None,
                latency_ms_batch1_min=mins, fastest_1T_min={n: dict(engine=k, ms=v["1"]) for n, (k, v) in best_min.items()},
                floor_ms_1T=floors, floor_isa=getattr(isa, "name", None), floor_ghz=ghz, machine=machine,
@@ -648,10 +648,11 @@ def bench_224(repeats=10, threads=(1, 2), size=224, results_dir=None, export_dir
     return rec
 
 
-def binary_breakdown(d, x, repeats=15) -> dict:
+def binary_breakdown(d, x, repeats=15) -> tuple[dict, list]:
     """Best-call ms of each step of a deployed binary backbone ``d`` on ``x`` (1 thread): stem conv, max-pool +
-    ReLU, activation packing (all convs) and the binary convs (all). On a shared machine a whole forward is
-    rarely left uninterrupted; each step is short enough to be, so their sum estimates an idle core."""
+    ReLU, activation packing (all convs) and the binary convs (all); and each binary conv's own (block, conv,
+    shapes, ms, binary GMAC/s). On a shared machine a whole forward is rarely left uninterrupted; each step
+    is short enough to be, so their sum estimates an idle core."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -665,7 +666,8 @@ def binary_breakdown(d, x, repeats=15) -> dict:
             out["maxpool_relu"] = best(lambda: d.stem_pool(y))
             h = d.stem_pool(y)
             out["packing"] = out["binary_convs"] = 0.0
-            for b in d.blocks:
+            convs = []
+            for i, b in enumerate(d.blocks):
                 out1 = None
                 for name in ("ds", "conv1", "conv2"):
                     c = b[name]
@@ -674,7 +676,12 @@ def binary_breakdown(d, x, repeats=15) -> dict:
                     xin = out1 if name == "conv2" else h
                     xp = c.pack(xin)
                     out["packing"] += best(lambda: c.pack(xin))
-                    out["binary_convs"] += best(lambda: c.conv(xp))
+                    ms = best(lambda: c.conv(xp))
+                    out["binary_convs"] += ms
+                    o = c.conv(xp)
+                    macs = o[0].numel() * c.C * c.k * c.k
+                    convs.append(dict(block=i, conv=name, in_nhwc=list(xin.shape), out_nhwc=list(o.shape), k=c.k,
+                                      stride=c.stride, ms=round(ms, 4), gmac_per_s=round(macs / ms / 1e6, 1)))
                     if name == "conv1":
                         out1 = c(xin)
                 h = d._block_binary(b, h)
@@ -682,7 +689,7 @@ def binary_breakdown(d, x, repeats=15) -> dict:
         torch.set_num_threads(old)
     out = {k: round(v, 3) for k, v in out.items()}
     out["sum"] = round(sum(out.values()), 3)
-    return out
+    return out, convs
 
 
 def _calls_ms(fn, repeats):

@@ -354,6 +354,24 @@ def test_inner_loop_microbenchmark_runs_and_checks_its_input():
         ops.tile_peak(8, 10, 3, "auto")
     with pytest.raises(RuntimeError, match="must be >= 1"):
         ops.tile_peak(0, 10, 2, "auto")
+    with pytest.raises(RuntimeError, match="unit must be 64 or 32"):
+        ops.tile_peak(8, 10, 2, "auto", 16)
+
+
+@needs_compiler
+def test_binary_breakdown_times_every_binary_conv():
+    """bench224's per-conv record: one entry per binary conv of the backbone, their times adding up to the
+    binary-convs step, each rate its own MACs over its own time."""
+    from bench.deploy import binary_breakdown
+    m = _randomize(backbones.build("binealnet", width=0.25, stem="imagenet", out_indices=(3,)))
+    d = deploy.deploy_backbone(m, calib=torch.randn(2, 3, 64, 64))
+    parts, convs = binary_breakdown(d, torch.randn(1, 3, 64, 64), repeats=2)
+    n = sum(1 for b in d.blocks for name in ("ds", "conv1", "conv2") if b[name] is not None)
+    assert len(convs) == n and [c["block"] for c in convs] == sorted(c["block"] for c in convs)
+    assert sum(c["ms"] for c in convs) == pytest.approx(parts["binary_convs"], abs=1e-3 * n)
+    for c in convs:
+        h, w, o = c["out_nhwc"][1:]
+        assert c["gmac_per_s"] == pytest.approx(h * w * o * c["in_nhwc"][3] * c["k"] ** 2 / c["ms"] / 1e6, rel=0.01)
 
 
 @needs_compiler
