@@ -37,8 +37,8 @@ def _paths():
 
 
 def _paths_and_words():
-    """(path, word bits) of every kernel this CPU runs: 64-bit words on each path, 32-bit ones on AVX-512."""
-    return [(p, 64) for p in _paths()] + ([("avx512", 32)] if "avx512" in _paths() else [])
+    """(path, word bits) of every kernel this CPU runs: 64-bit words on each path, 32-bit ones on AVX-512 and AVX2."""
+    return [(p, 64) for p in _paths()] + [(p, 32) for p in _paths() if p != "scalar"]
 
 
 def _words(wp, cin, k, bits):
@@ -356,6 +356,8 @@ def test_inner_loop_microbenchmark_runs_and_checks_its_input():
         ops.tile_peak(0, 10, 2, "auto")
     with pytest.raises(RuntimeError, match="unit must be 64 or 32"):
         ops.tile_peak(8, 10, 2, "auto", 16)
+    for path, bits in _paths_and_words():
+        assert ops.tile_peak(40, 10, 2, path, bits) > 0  # 80 32-bit words: the AVX2 byte counts flush mid-run
 
 
 @needs_compiler

@@ -1,7 +1,8 @@
 // Packed 1-bit convolution (XOR + popcount) for the deployed BiNealNet.
 //
 // Layout: activations NHWC. A binary value is one bit, 1 = -1 and 0 = +1 (the float's sign bit,
-// as the fake-quant sign: +0 -> +1), packed 64 channels to a uint64 word along C. Channels past C
+// as the fake-quant sign: +0 -> +1), packed 64 channels to a uint64 word along C, or 32 to a uint32 word
+// (pack_act unit 32: the deployed convs on the AVX-512 and AVX2 paths). Channels past C
 // in the last word are 0 in both operands, so they XOR to 0 and add nothing. The -1 padding ring
 // is stored explicitly (all valid bits set), so the padded conv is exact, dilated convs included.
 // dot(a, w) over K = C*KH*KW values of +-1 = K - 2 * popcount(a XOR w).
@@ -263,6 +264,50 @@ __attribute__((target("avx512f,avx512vpopcntdq,avx512dq,avx512vl"))) void tile_a
       _mm512_mask_storeu_ps(static_cast<float*>(o.out) + off, m, f);
     }
   }
+}
+
+// AVX2 on 32-bit words: byte counts per 32-bit lane (8 channels a vector) add up over at most 31 words, then
+// vpmaddubsw + vpmaddwd widen each lane's 4 bytes into its 32-bit sum; writes P x OB32 sums for the epilogue.
+template <int P>
+__attribute__((target("avx2,popcnt"))) void tile_avx2_dw(const TileArgs32& t, int32_t* pop) {
+  constexpr int V = OB32 / 8;
+  const __m256i zero = _mm256_setzero_si256(), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  __m256i cnt[P][V], sum[P][V];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) cnt[p][v] = sum[p][v] = zero;
+  auto flush = [&]() __attribute__((target("avx2"))) {
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < V; ++v) {
+        const __m256i s16 = _mm256_maddubs_epi16(cnt[p][v], ones8);
+        sum[p][v] = _mm256_add_epi32(sum[p][v], _mm256_madd_epi16(s16, ones16));
+        cnt[p][v] = zero;
+      }
+  };
+  int64_t left = 31;
+  const uint32_t* w = t.wb;
+  for (int64_t k = 0; k < t.nruns; ++k) {
+    const uint32_t* a = t.a + t.runs[k];
+    for (int64_t c = 0; c < t.len;) {
+      if (left == 0) {
+        flush();
+        left = 31;
+      }
+      const int64_t end = std::min(t.len, c + left);
+      left -= end - c;
+      for (; c < end; ++c, w += OB32) {
+        __m256i wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 8 * v));
+        for (int p = 0; p < P; ++p) {
+          const __m256i x = _mm256_set1_epi32(static_cast<int32_t>(a[p * t.step + c]));
+          for (int v = 0; v < V; ++v)
+            cnt[p][v] = _mm256_add_epi8(cnt[p][v], popcnt_bytes_avx2(_mm256_xor_si256(x, wv[v])));
+        }
+      }
+    }
+  }
+  flush();
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(pop + p * OB32 + 8 * v), sum[p][v]);
 }
 
 using Tile = void (*)(const TileArgs&, int32_t*);
@@ -683,7 +728,8 @@ at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int6
 at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
                           int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
                           std::string path, int64_t O) {
-  TORCH_CHECK(resolve(path) == AVX512, "binary_conv: 32-bit words need the AVX-512 VPOPCNTDQ path");
+  const Path kp = resolve(path);
+  TORCH_CHECK(kp != SCALAR, "binary_conv: 32-bit words need the AVX-512 VPOPCNTDQ or the AVX2 path");
   TORCH_CHECK(xp.dim() == 4 && wp.scalar_type() == at::kInt && xp.is_contiguous() && wp.is_contiguous(),
               "binary_conv: 32-bit packed activations (pack_act unit 32) need contiguous 32-bit packed weights");
   const bool blocked = wp.dim() == 3;
@@ -726,6 +772,7 @@ at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, i
   const int64_t R = N * Ho, G = std::max<int64_t>(1, std::min<int64_t>(NB, (128 << 10) / (Kd * OB32 * 4)));
   const int64_t NG = (NB + G - 1) / G;
   at::parallel_for(0, NG * R * G, 1, [&](int64_t i0, int64_t i1) {
+    alignas(32) int32_t pop[2 * OB32];  // the AVX2 tile's sums
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
       if (b >= NB) continue;
@@ -742,9 +789,21 @@ at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, i
         const TileOut o{as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base0)
                                : static_cast<void*>(static_cast<float*>(po) + base0),
                         pr ? pr + base0 : nullptr, O, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0};
-        if (np == 4) tile_avx512_dw<4>(t, o);
-        else if (np == 2) tile_avx512_dw<2>(t, o);
-        else tile_avx512_dw<1>(t, o);
+        if (kp == AVX512) {
+          if (np == 4) tile_avx512_dw<4>(t, o);
+          else if (np == 2) tile_avx512_dw<2>(t, o);
+          else tile_avx512_dw<1>(t, o);
+          continue;
+        }
+        if (np == 4) np = 2;  // AVX2: 2-pixel tiles (16 registers)
+        if (np == 2) tile_avx2_dw<2>(t, pop);
+        else tile_avx2_dw<1>(t, pop);
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t base = base0 + q * O;
+          epilogue_avx2(pop + q * OB32, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0,
+                        pr ? pr + base : nullptr, as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base)
+                                                         : static_cast<void*>(static_cast<float*>(po) + base));
+        }
       }
     }
   });
@@ -760,7 +819,8 @@ double tile_peak(int64_t words, int64_t reps, int64_t pixels, std::string path, 
   TORCH_CHECK(unit == 64 || unit == 32, "tile_peak: unit must be 64 or 32");
   const Path p = resolve(path);
   if (unit == 32) {  // the 32-bit tile the deployed convs run on AVX-512: ``words`` 64-bit words' worth of bits
-    TORCH_CHECK(p == AVX512, "tile_peak: 32-bit words need the AVX-512 VPOPCNTDQ path");
+    TORCH_CHECK(p != SCALAR, "tile_peak: 32-bit words need the AVX-512 VPOPCNTDQ or the AVX2 path");
+    TORCH_CHECK(p == AVX512 || pixels <= 2, "tile_peak: the AVX2 32-bit tile covers 1 or 2 pixels");
     const int64_t dw = 2 * words;
     std::vector<uint32_t> a(dw * pixels), w(dw * OB32);
     uint32_t s = 0x9E3779B9u;
@@ -771,11 +831,13 @@ double tile_peak(int64_t words, int64_t reps, int64_t pixels, std::string path, 
     const TileArgs32 t{a.data(), dw, &run0, 1, dw, w.data()};
     const TileOut o{out.data(), nullptr, OB32, OB32, dw * 32, nullptr, nullptr};
     auto tile = pixels == 1 ? tile_avx512_dw<1> : pixels == 2 ? tile_avx512_dw<2> : tile_avx512_dw<4>;
+    auto tile2 = pixels == 1 ? tile_avx2_dw<1> : tile_avx2_dw<2>;
+    auto call = [&]() { if (p == AVX512) tile(t, o); else tile2(t, out.data()); };
     int64_t sink = 0;
-    tile(t, o);
+    call();
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t r = 0; r < reps; ++r) {
-      tile(t, o);
+      call();
       sink += out[r % (pixels * OB32)];
     }
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
