@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -617,198 +618,182 @@ at::Tensor block_weight(at::Tensor wp) {
   return out;
 }
 
-// The conv. xp: packed padded activations (N, Hp, Wp, Cw); wp: packed weights (O, KH*KW*Cw), or already
-// blocked by block_weight (then O, the output channels, is given: the blocks round it up to OB).
-// Returns, NHWC: int32 dot products (scale empty) or float dot * scale[o] + bias[o] (+ residual NHWC).
-at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
-                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
-                          std::string path, int64_t O);
+// The checked arguments and the shared setup of a conv call, for words of ``bits`` (64: int64 tensors, blocks of
+// OB channels; 32: int32 tensors, blocks of OB32).
+struct Conv {
+  int64_t N, Hp, Wp, Cu, Ho, Wo, O, K, Ku, NB, R, G, NG, nruns, len;
+  bool as_int;
+  at::Tensor out, wbt;
+  const float *ps, *pb, *pr;
+  void* po;
+  std::vector<int64_t> runs;
+};
 
-at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
-                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
-                          std::string path, int64_t O) {
-  if (xp.scalar_type() == at::kInt)
-    return binary_conv_dw(xp, wp, C, KH, KW, stride, dilation, scale, bias, residual, path, O);
-  TORCH_CHECK(xp.dim() == 4 && xp.scalar_type() == at::kLong && wp.scalar_type() == at::kLong,
-              "binary_conv: packed int64 tensors expected");
+Conv setup_conv(const at::Tensor& xp, const at::Tensor& wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
+                int64_t dilation, const at::Tensor& scale, const at::Tensor& bias, const at::Tensor& residual,
+                int64_t O, int bits) {
+  const auto dtype = bits == 64 ? at::kLong : at::kInt;
+  const int64_t ob = bits == 64 ? OB : OB32;
+  TORCH_CHECK(xp.dim() == 4 && xp.scalar_type() == dtype && wp.scalar_type() == dtype,
+              bits == 64 ? "binary_conv: packed int64 tensors expected"
+                         : "binary_conv: 32-bit packed activations (pack_act unit 32) need 32-bit packed weights");
   TORCH_CHECK(xp.is_contiguous() && wp.is_contiguous(), "binary_conv: contiguous packed tensors expected");
+  Conv c;
   const bool blocked = wp.dim() == 3;
   if (blocked) {
-    TORCH_CHECK(wp.size(2) == OB && O > (wp.size(0) - 1) * OB && O <= wp.size(0) * OB,
-                "binary_conv: blocked weights (NB, Kw, ", OB, ") need O in (", (wp.size(0) - 1) * OB, ", ",
-                wp.size(0) * OB, "]; got ", O);
+    TORCH_CHECK(wp.size(2) == ob && O > (wp.size(0) - 1) * ob && O <= wp.size(0) * ob,
+                "binary_conv: blocked weights (NB, Kw, ", ob, ") need O in (", (wp.size(0) - 1) * ob, ", ",
+                wp.size(0) * ob, "]; got ", O);
   } else {
     TORCH_CHECK(wp.dim() == 2 && (O == -1 || O == wp.size(0)), "binary_conv: (O, Kw) packed weights, O = -1 or O");
     O = wp.size(0);
   }
-  const int64_t N = xp.size(0), Hp = xp.size(1), Wp = xp.size(2), Cw = xp.size(3);
-  TORCH_CHECK(Cw == (C + 63) / 64 && wp.size(1) == KH * KW * Cw, "binary_conv: packed shapes do not match C/KH/KW");
-  const int64_t Ho = (Hp - dilation * (KH - 1) - 1) / stride + 1, Wo = (Wp - dilation * (KW - 1) - 1) / stride + 1;
-  TORCH_CHECK(Ho > 0 && Wo > 0, "binary_conv: input smaller than the kernel");
-  const int64_t K = C * KH * KW, Kw = KH * KW * Cw;
-  const bool as_int = scale.numel() == 0;
-  at::Tensor out = at::empty({N, Ho, Wo, O}, xp.options().dtype(as_int ? at::kInt : at::kFloat));
-  if (!as_int) {
+  c.O = O;
+  c.N = xp.size(0), c.Hp = xp.size(1), c.Wp = xp.size(2), c.Cu = xp.size(3);
+  TORCH_CHECK(c.Cu == (C + bits - 1) / bits && wp.size(1) == KH * KW * c.Cu,
+              "binary_conv: packed shapes do not match C/KH/KW");
+  c.Ho = (c.Hp - dilation * (KH - 1) - 1) / stride + 1, c.Wo = (c.Wp - dilation * (KW - 1) - 1) / stride + 1;
+  TORCH_CHECK(c.Ho > 0 && c.Wo > 0, "binary_conv: input smaller than the kernel");
+  c.K = C * KH * KW, c.Ku = KH * KW * c.Cu;
+  c.as_int = scale.numel() == 0;
+  c.out = at::empty({c.N, c.Ho, c.Wo, O}, xp.options().dtype(c.as_int ? at::kInt : at::kFloat));
+  if (!c.as_int) {
     TORCH_CHECK(scale.numel() == O && bias.numel() == O, "binary_conv: scale and bias of size O");
     TORCH_CHECK(scale.is_contiguous() && bias.is_contiguous() && scale.scalar_type() == at::kFloat &&
                 bias.scalar_type() == at::kFloat, "binary_conv: contiguous float scale and bias expected");
   }
   const bool has_res = residual.numel() > 0;
   if (has_res) {
-    TORCH_CHECK(residual.sizes() == out.sizes() && residual.scalar_type() == at::kFloat,
+    TORCH_CHECK(residual.sizes() == c.out.sizes() && residual.scalar_type() == at::kFloat,
                 "binary_conv: residual must be float NHWC of the output's shape");
     TORCH_CHECK(residual.is_contiguous(), "binary_conv: contiguous residual expected");
   }
-  const uint64_t* px = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
-  const float* ps = as_int ? nullptr : scale.data_ptr<float>();
-  const float* pb = as_int ? nullptr : bias.data_ptr<float>();
-  const float* pr = has_res ? residual.data_ptr<float>() : nullptr;
-  void* po = out.data_ptr();
-  const Path p = resolve(path);
-  const Tiles tiles = tiles_for(p);
-  const int64_t NB = (O + OB - 1) / OB;
-  const at::Tensor wbt = blocked ? wp : block_weight(wp);
-  const uint64_t* wb = reinterpret_cast<const uint64_t*>(wbt.data_ptr<int64_t>());
+  c.ps = c.as_int ? nullptr : scale.data_ptr<float>();
+  c.pb = c.as_int ? nullptr : bias.data_ptr<float>();
+  c.pr = has_res ? residual.data_ptr<float>() : nullptr;
+  c.po = c.out.data_ptr();
+  c.NB = (O + ob - 1) / ob;
+  c.wbt = blocked ? wp : block_weight(wp);
   // runs of contiguous words in the window (see TileArgs): kernel rows when dilation is 1, else single taps
   const bool rows = dilation == 1;
-  const int64_t nruns = rows ? KH : KH * KW, len = rows ? KW * Cw : Cw;
-  std::vector<int64_t> runs(nruns);
-  for (int64_t i = 0; i < nruns; ++i)
-    runs[i] = rows ? i * Wp * Cw : ((i / KW) * dilation * Wp + (i % KW) * dilation) * Cw;
-  const Epilogue epilogue = p != SCALAR && has_avx2() ? epilogue_avx2 : epilogue_scalar;
+  c.nruns = rows ? KH : KH * KW, c.len = rows ? KW * c.Cu : c.Cu;
+  c.runs.resize(c.nruns);
+  for (int64_t i = 0; i < c.nruns; ++i)
+    c.runs[i] = rows ? i * c.Wp * c.Cu : ((i / KW) * dilation * c.Wp + (i % KW) * dilation) * c.Cu;
   // work item = (group of channel blocks, output row, block in the group). A group's weights (at most
   // ~128 KiB) stay in L2 while its rows pass, and each output row is finished while it is in cache; the
   // items are split between threads in order, evenly even when there are few rows.
-  const int64_t R = N * Ho, G = std::max<int64_t>(1, std::min<int64_t>(NB, (128 << 10) / (Kw * OB * 8)));
-  const int64_t NG = (NB + G - 1) / G;
-  at::parallel_for(0, NG * R * G, 1, [&](int64_t i0, int64_t i1) {
+  c.R = c.N * c.Ho, c.G = std::max<int64_t>(1, std::min<int64_t>(c.NB, (128 << 10) / (c.Ku * ob * bits / 8)));
+  c.NG = (c.NB + c.G - 1) / c.G;
+  return c;
+}
+
+// The conv on 32-bit words (pack_act unit 32; the AVX-512 and AVX2 paths); binary_conv below sends it int32 input.
+at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
+                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
+                          std::string path, int64_t O) {
+  const Path kp = resolve(path);
+  TORCH_CHECK(kp != SCALAR, "binary_conv: 32-bit words need the AVX-512 VPOPCNTDQ or the AVX2 path");
+  const Conv c = setup_conv(xp, wp, C, KH, KW, stride, dilation, scale, bias, residual, O, 32);
+  const uint32_t* px = reinterpret_cast<const uint32_t*>(xp.data_ptr<int32_t>());
+  const uint32_t* wb = reinterpret_cast<const uint32_t*>(c.wbt.data_ptr<int32_t>());
+  at::parallel_for(0, c.NG * c.R * c.G, 1, [&](int64_t i0, int64_t i1) {
+    alignas(32) int32_t pop[2 * OB32];  // the AVX2 tile's sums
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / (c.R * c.G) * c.G + i % c.G, r = i / c.G % c.R, n = r / c.Ho, oy = r % c.Ho;
+      if (b >= c.NB) continue;  // the last group's missing blocks
+      const int64_t o0 = b * OB32, no = std::min<int64_t>(OB32, c.O - o0);
+      const uint32_t* row = px + (n * c.Hp + oy * stride) * c.Wp * c.Cu;
+      for (int64_t ox = 0, np = 0; ox < c.Wo; ox += np) {
+        np = c.Wo - ox >= 4 && kp == AVX512 ? 4 : c.Wo - ox >= 2 ? 2 : 1;  // AVX2: 2-pixel tiles (16 registers)
+        const int64_t base0 = ((n * c.Ho + oy) * c.Wo + ox) * c.O + o0;
+        for (int64_t q = 0; q < np; ++q) {  // the epilogue's lines, fetched while the tile computes
+          if (c.pr) __builtin_prefetch(c.pr + base0 + q * c.O, 0);
+          __builtin_prefetch(static_cast<char*>(c.po) + (base0 + q * c.O) * 4, 1);
+        }
+        const TileArgs32 t{row + ox * stride * c.Cu, stride * c.Cu, c.runs.data(), c.nruns, c.len, wb + b * c.Ku * OB32};
+        const auto out_at = [&](int64_t base) {
+          return c.as_int ? static_cast<void*>(static_cast<int32_t*>(c.po) + base)
+                          : static_cast<void*>(static_cast<float*>(c.po) + base);
+        };
+        if (kp == AVX512) {
+          const TileOut o{out_at(base0), c.pr ? c.pr + base0 : nullptr, c.O, no, c.K, c.as_int ? nullptr : c.ps + o0,
+                          c.as_int ? nullptr : c.pb + o0};
+          if (np == 4) tile_avx512_dw<4>(t, o);
+          else if (np == 2) tile_avx512_dw<2>(t, o);
+          else tile_avx512_dw<1>(t, o);
+          continue;
+        }
+        if (np == 2) tile_avx2_dw<2>(t, pop);
+        else tile_avx2_dw<1>(t, pop);
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t base = base0 + q * c.O;
+          epilogue_avx2(pop + q * OB32, no, c.K, c.as_int ? nullptr : c.ps + o0, c.as_int ? nullptr : c.pb + o0,
+                        c.pr ? c.pr + base : nullptr, out_at(base));
+        }
+      }
+    }
+  });
+  return c.out;
+}
+
+// The conv. xp: packed padded activations (N, Hp, Wp, Cw); wp: packed weights (O, KH*KW*Cw), or already
+// blocked by block_weight (then O, the output channels, is given: the blocks round it up to OB).
+// Returns, NHWC: int32 dot products (scale empty) or float dot * scale[o] + bias[o] (+ residual NHWC).
+at::Tensor binary_conv(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
+                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
+                          std::string path, int64_t O) {
+  if (xp.scalar_type() == at::kInt)
+    return binary_conv_dw(xp, wp, C, KH, KW, stride, dilation, scale, bias, residual, path, O);
+  const Conv c = setup_conv(xp, wp, C, KH, KW, stride, dilation, scale, bias, residual, O, 64);
+  const uint64_t* px = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
+  const uint64_t* wb = reinterpret_cast<const uint64_t*>(c.wbt.data_ptr<int64_t>());
+  const Path p = resolve(path);
+  const Tiles tiles = tiles_for(p);
+  const Epilogue epilogue = p != SCALAR && has_avx2() ? epilogue_avx2 : epilogue_scalar;
+  at::parallel_for(0, c.NG * c.R * c.G, 1, [&](int64_t i0, int64_t i1) {
     int32_t pop[PB_MAX * OB];
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
-      if (b >= NB) continue;  // the last group's missing blocks
-      const int64_t o0 = b * OB, no = std::min<int64_t>(OB, O - o0);
-      const TileArgs t0{nullptr, stride * Cw, runs.data(), nruns, len, wb + b * Kw * OB};
-      const uint64_t* row = px + (n * Hp + oy * stride) * Wp * Cw;
-      for (int64_t ox = 0, np = 0; ox < Wo; ox += np) {
+      const int64_t b = i / (c.R * c.G) * c.G + i % c.G, r = i / c.G % c.R, n = r / c.Ho, oy = r % c.Ho;
+      if (b >= c.NB) continue;  // the last group's missing blocks
+      const int64_t o0 = b * OB, no = std::min<int64_t>(OB, c.O - o0);
+      const TileArgs t0{nullptr, stride * c.Cu, c.runs.data(), c.nruns, c.len, wb + b * c.Ku * OB};
+      const uint64_t* row = px + (n * c.Hp + oy * stride) * c.Wp * c.Cu;
+      const auto out_at = [&](int64_t base) {
+        return c.as_int ? static_cast<void*>(static_cast<int32_t*>(c.po) + base)
+                        : static_cast<void*>(static_cast<float*>(c.po) + base);
+      };
+      for (int64_t ox = 0, np = 0; ox < c.Wo; ox += np) {
         int ti = 0;
-        while (tiles.pixels[ti] > Wo - ox) ++ti;  // the widest tile that fits (the last covers 1 pixel)
+        while (tiles.pixels[ti] > c.Wo - ox) ++ti;  // the widest tile that fits (the last covers 1 pixel)
         np = tiles.pixels[ti];
         TileArgs t = t0;
-        t.a = row + ox * stride * Cw;
+        t.a = row + ox * stride * c.Cu;
         // fetch the epilogue's residual and output lines now, so they arrive while the tile computes
-        const int64_t base0 = ((n * Ho + oy) * Wo + ox) * O + o0;
+        const int64_t base0 = ((n * c.Ho + oy) * c.Wo + ox) * c.O + o0;
         for (int64_t q = 0; q < np; ++q) {
-          if (pr) __builtin_prefetch(pr + base0 + q * O, 0);
-          __builtin_prefetch(static_cast<char*>(po) + (base0 + q * O) * 4, 1);
+          if (c.pr) __builtin_prefetch(c.pr + base0 + q * c.O, 0);
+          __builtin_prefetch(static_cast<char*>(c.po) + (base0 + q * c.O) * 4, 1);
         }
         if (tiles.fused) {
-          const TileOut o{as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base0)
-                                 : static_cast<void*>(static_cast<float*>(po) + base0),
-                          pr ? pr + base0 : nullptr, O, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0};
+          const TileOut o{out_at(base0), c.pr ? c.pr + base0 : nullptr, c.O, no, c.K, c.as_int ? nullptr : c.ps + o0,
+                          c.as_int ? nullptr : c.pb + o0};
           t.out = &o;
           tiles.tile[ti](t, pop);
           continue;
         }
         tiles.tile[ti](t, pop);
         for (int64_t q = 0; q < np; ++q) {
-          const int64_t base = ((n * Ho + oy) * Wo + ox + q) * O + o0;
-          void* o = as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base)
-                           : static_cast<void*>(static_cast<float*>(po) + base);
-          epilogue(pop + q * OB, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0,
-                   pr ? pr + base : nullptr, o);
+          const int64_t base = base0 + q * c.O;
+          epilogue(pop + q * OB, no, c.K, c.as_int ? nullptr : c.ps + o0, c.as_int ? nullptr : c.pb + o0,
+                   c.pr ? c.pr + base : nullptr, out_at(base));
         }
       }
     }
   });
-  return out;
+  return c.out;
 }
 
-// The conv on 32-bit words (pack_act unit 32; AVX-512 VPOPCNTDQ only): xp int32 (N, Hp, Wp, Cd), wp int32 blocked
-// (NB, Kd, OB32) or packed (O, Kd); the same work split and outputs as binary_conv.
-at::Tensor binary_conv_dw(at::Tensor xp, at::Tensor wp, int64_t C, int64_t KH, int64_t KW, int64_t stride,
-                          int64_t dilation, at::Tensor scale, at::Tensor bias, at::Tensor residual,
-                          std::string path, int64_t O) {
-  const Path kp = resolve(path);
-  TORCH_CHECK(kp != SCALAR, "binary_conv: 32-bit words need the AVX-512 VPOPCNTDQ or the AVX2 path");
-  TORCH_CHECK(xp.dim() == 4 && wp.scalar_type() == at::kInt && xp.is_contiguous() && wp.is_contiguous(),
-              "binary_conv: 32-bit packed activations (pack_act unit 32) need contiguous 32-bit packed weights");
-  const bool blocked = wp.dim() == 3;
-  if (blocked) {
-    TORCH_CHECK(wp.size(2) == OB32 && O > (wp.size(0) - 1) * OB32 && O <= wp.size(0) * OB32,
-                "binary_conv: blocked 32-bit weights (NB, Kd, ", OB32, ") need O in (", (wp.size(0) - 1) * OB32, ", ",
-                wp.size(0) * OB32, "]; got ", O);
-  } else {
-    TORCH_CHECK(wp.dim() == 2 && (O == -1 || O == wp.size(0)), "binary_conv: (O, Kd) packed weights, O = -1 or O");
-    O = wp.size(0);
-  }
-  const int64_t N = xp.size(0), Hp = xp.size(1), Wp = xp.size(2), Cd = xp.size(3);
-  TORCH_CHECK(Cd == (C + 31) / 32 && wp.size(1) == KH * KW * Cd, "binary_conv: packed shapes do not match C/KH/KW");
-  const int64_t Ho = (Hp - dilation * (KH - 1) - 1) / stride + 1, Wo = (Wp - dilation * (KW - 1) - 1) / stride + 1;
-  TORCH_CHECK(Ho > 0 && Wo > 0, "binary_conv: input smaller than the kernel");
-  const int64_t K = C * KH * KW, Kd = KH * KW * Cd;
-  const bool as_int = scale.numel() == 0;
-  at::Tensor out = at::empty({N, Ho, Wo, O}, xp.options().dtype(as_int ? at::kInt : at::kFloat));
-  if (!as_int)
-    TORCH_CHECK(scale.numel() == O && bias.numel() == O && scale.is_contiguous() && bias.is_contiguous() &&
-                scale.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat,
-                "binary_conv: contiguous float scale and bias of size O expected");
-  const bool has_res = residual.numel() > 0;
-  if (has_res)
-    TORCH_CHECK(residual.sizes() == out.sizes() && residual.scalar_type() == at::kFloat && residual.is_contiguous(),
-                "binary_conv: residual must be contiguous float NHWC of the output's shape");
-  const uint32_t* px = reinterpret_cast<const uint32_t*>(xp.data_ptr<int32_t>());
-  const float* ps = as_int ? nullptr : scale.data_ptr<float>();
-  const float* pb = as_int ? nullptr : bias.data_ptr<float>();
-  const float* pr = has_res ? residual.data_ptr<float>() : nullptr;
-  void* po = out.data_ptr();
-  const int64_t NB = (O + OB32 - 1) / OB32;
-  const at::Tensor wbt = blocked ? wp : block_weight(wp);
-  const uint32_t* wb = reinterpret_cast<const uint32_t*>(wbt.data_ptr<int32_t>());
-  const bool rows = dilation == 1;
-  const int64_t nruns = rows ? KH : KH * KW, len = rows ? KW * Cd : Cd;
-  std::vector<int64_t> runs(nruns);
-  for (int64_t i = 0; i < nruns; ++i)
-    runs[i] = rows ? i * Wp * Cd : ((i / KW) * dilation * Wp + (i % KW) * dilation) * Cd;
-  const int64_t R = N * Ho, G = std::max<int64_t>(1, std::min<int64_t>(NB, (128 << 10) / (Kd * OB32 * 4)));
-  const int64_t NG = (NB + G - 1) / G;
-  at::parallel_for(0, NG * R * G, 1, [&](int64_t i0, int64_t i1) {
-    alignas(32) int32_t pop[2 * OB32];  // the AVX2 tile's sums
-    for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / (R * G) * G + i % G, r = i / G % R, n = r / Ho, oy = r % Ho;
-      if (b >= NB) continue;
-      const int64_t o0 = b * OB32, no = std::min<int64_t>(OB32, O - o0);
-      const uint32_t* row = px + (n * Hp + oy * stride) * Wp * Cd;
-      for (int64_t ox = 0, np = 0; ox < Wo; ox += np) {
-        np = Wo - ox >= 4 ? 4 : Wo - ox >= 2 ? 2 : 1;
-        const int64_t base0 = ((n * Ho + oy) * Wo + ox) * O + o0;
-        for (int64_t q = 0; q < np; ++q) {
-          if (pr) __builtin_prefetch(pr + base0 + q * O, 0);
-          __builtin_prefetch(static_cast<char*>(po) + (base0 + q * O) * 4, 1);
-        }
-        const TileArgs32 t{row + ox * stride * Cd, stride * Cd, runs.data(), nruns, len, wb + b * Kd * OB32};
-        const TileOut o{as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base0)
-                               : static_cast<void*>(static_cast<float*>(po) + base0),
-                        pr ? pr + base0 : nullptr, O, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0};
-        if (kp == AVX512) {
-          if (np == 4) tile_avx512_dw<4>(t, o);
-          else if (np == 2) tile_avx512_dw<2>(t, o);
-          else tile_avx512_dw<1>(t, o);
-          continue;
-        }
-        if (np == 4) np = 2;  // AVX2: 2-pixel tiles (16 registers)
-        if (np == 2) tile_avx2_dw<2>(t, pop);
-        else tile_avx2_dw<1>(t, pop);
-        for (int64_t q = 0; q < np; ++q) {
-          const int64_t base = base0 + q * O;
-          epilogue_avx2(pop + q * OB32, no, K, as_int ? nullptr : ps + o0, as_int ? nullptr : pb + o0,
-                        pr ? pr + base : nullptr, as_int ? static_cast<void*>(static_cast<int32_t*>(po) + base)
-                                                         : static_cast<void*>(static_cast<float*>(po) + base));
-        }
-      }
-    }
-  });
-  return out;
-}
 
 // Microbenchmark of the inner loop alone: one tile (``pixels`` output pixels x OB channels) over a run of
 // ``words`` words whose activations and weights sit in L1, called ``reps`` times on the calling thread.
@@ -818,52 +803,40 @@ double tile_peak(int64_t words, int64_t reps, int64_t pixels, std::string path, 
   TORCH_CHECK(pixels == 1 || pixels == PB || pixels == 4, "tile_peak: pixels must be 1, ", PB, " or 4");
   TORCH_CHECK(unit == 64 || unit == 32, "tile_peak: unit must be 64 or 32");
   const Path p = resolve(path);
-  if (unit == 32) {  // the 32-bit tile the deployed convs run on AVX-512: ``words`` 64-bit words' worth of bits
-    TORCH_CHECK(p != SCALAR, "tile_peak: 32-bit words need the AVX-512 VPOPCNTDQ or the AVX2 path");
-    TORCH_CHECK(p == AVX512 || pixels <= 2, "tile_peak: the AVX2 32-bit tile covers 1 or 2 pixels");
-    const int64_t dw = 2 * words;
-    std::vector<uint32_t> a(dw * pixels), w(dw * OB32);
-    uint32_t s = 0x9E3779B9u;
-    for (auto& v : a) v = (s ^= s << 13, s ^= s >> 17, s ^= s << 5);
-    for (auto& v : w) v = (s ^= s << 13, s ^= s >> 17, s ^= s << 5);
-    std::vector<int32_t> out(pixels * OB32);
-    const int64_t run0 = 0;
-    const TileArgs32 t{a.data(), dw, &run0, 1, dw, w.data()};
-    const TileOut o{out.data(), nullptr, OB32, OB32, dw * 32, nullptr, nullptr};
-    auto tile = pixels == 1 ? tile_avx512_dw<1> : pixels == 2 ? tile_avx512_dw<2> : tile_avx512_dw<4>;
-    auto tile2 = pixels == 1 ? tile_avx2_dw<1> : tile_avx2_dw<2>;
-    auto call = [&]() { if (p == AVX512) tile(t, o); else tile2(t, out.data()); };
-    int64_t sink = 0;
-    call();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t r = 0; r < reps; ++r) {
-      call();
-      sink += out[r % (pixels * OB32)];
-    }
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    TORCH_CHECK(sink != INT64_MIN, "tile_peak: impossible sum");  // keeps the calls
-    return static_cast<double>(reps) * dw * pixels * OB32 * 32 / sec;
-  }
-  Tile tile = pixels == 1 ? (p == AVX512 ? tile_avx512<1> : p == AVX2 ? tile_avx2<1> : tile_scalar<1>)
-            : pixels == 2 ? (p == AVX512 ? tile_avx512<2> : p == AVX2 ? tile_avx2<2> : tile_scalar<2>)
-                          : (p == AVX512 ? tile_avx512<4> : p == AVX2 ? tile_avx2<4> : tile_scalar<4>);
-  std::vector<uint64_t> a(words * pixels), w(words * OB);
+  const int64_t ob = unit == 64 ? OB : OB32, nw = words * 64 / unit;  // the same bits in words of ``unit``
+  std::vector<uint64_t> a(words * pixels), w(words * ob * unit / 64);
   uint64_t s = 0x9E3779B97F4A7C15ull;  // xorshift: bits that do not compress
   for (auto& v : a) v = (s ^= s << 13, s ^= s >> 7, s ^= s << 17);
   for (auto& v : w) v = (s ^= s << 13, s ^= s >> 7, s ^= s << 17);
   const int64_t run0 = 0;
-  const TileArgs t{a.data(), words, &run0, 1, words, w.data()};
-  int32_t pop[PB_MAX * OB];
+  std::vector<int32_t> out(pixels * ob);
+  std::function<void()> call;
+  if (unit == 64) {
+    Tile tile = pixels == 1 ? (p == AVX512 ? tile_avx512<1> : p == AVX2 ? tile_avx2<1> : tile_scalar<1>)
+              : pixels == 2 ? (p == AVX512 ? tile_avx512<2> : p == AVX2 ? tile_avx2<2> : tile_scalar<2>)
+                            : (p == AVX512 ? tile_avx512<4> : p == AVX2 ? tile_avx2<4> : tile_scalar<4>);
+    const TileArgs t{a.data(), words, &run0, 1, words, w.data()};
+    call = [=, &out]() { tile(t, out.data()); };
+  } else {  // the 32-bit tiles the deployed convs run
+    TORCH_CHECK(p != SCALAR, "tile_peak: 32-bit words need the AVX-512 VPOPCNTDQ or the AVX2 path");
+    TORCH_CHECK(p == AVX512 || pixels <= 2, "tile_peak: the AVX2 32-bit tile covers 1 or 2 pixels");
+    const auto* a32 = reinterpret_cast<const uint32_t*>(a.data());
+    const TileArgs32 t{a32, nw, &run0, 1, nw, reinterpret_cast<const uint32_t*>(w.data())};
+    const TileOut o{out.data(), nullptr, OB32, OB32, nw * 32, nullptr, nullptr};
+    auto tile = pixels == 1 ? tile_avx512_dw<1> : pixels == 2 ? tile_avx512_dw<2> : tile_avx512_dw<4>;
+    auto tile2 = pixels == 1 ? tile_avx2_dw<1> : tile_avx2_dw<2>;
+    call = [=, &out]() { if (p == AVX512) tile(t, o); else tile2(t, out.data()); };
+  }
   int64_t sink = 0;
-  tile(t, pop);  // warm-up
+  call();  // warm-up
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t r = 0; r < reps; ++r) {
-    tile(t, pop);
-    sink += pop[r % (pixels * OB)];
+    call();
+    sink += out[r % (pixels * ob)];
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  TORCH_CHECK(sink >= 0, "tile_peak: impossible popcount sum");  // keeps the calls
-  return static_cast<double>(reps) * words * pixels * OB * 64 / sec;
+  TORCH_CHECK(sink != INT64_MIN, "tile_peak: impossible sum");  // keeps the calls
+  return static_cast<double>(reps) * nw * pixels * ob * unit / sec;
 }
 
 std::string cpu_path(std::string path) {

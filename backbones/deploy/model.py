@@ -79,8 +79,7 @@ def stem_precision(stem: str, kind: str) -> str:
 # ---------------------------------------------------------------- convs
 def word_bits(path="auto") -> int:
     """32 on the AVX-512 VPOPCNTDQ and AVX2 paths: C = 96 fills 3 words where 64-bit words carry 32 bits of
-    padding, and the sums stay in 32-bit lanes (stage 1 of binealnet 1.5 at 224 on an Intel Xeon: 0.44 -> 0.31
-    ms on AVX-512, 1.4 -> 0.95 ms on AVX2); 64 on the scalar path."""
+    padding, and the sums stay in 32-bit lanes (docs/2026-12-05-binary-kernel-intel.md); 64 on the scalar path."""
     return 64 if _ext.load().cpu_path(path) == "scalar" else 32
 
 
@@ -144,7 +143,7 @@ class FloatConv:
     def __init__(self, weight, bias, stride, padding, dilation, precision="fp32"):
         self.weight, self.bias, self.stride, self.padding, self.dilation = weight, bias, stride, padding, dilation
         self.precision = precision
-        # channels_last: oneDNN's NHWC kernels, 2.6x faster than NCHW on the 3-channel 7x7 stem (AMD EPYC, 1 thread)
+        # channels_last: oneDNN's NHWC kernels are the fast ones for the 3-channel 7x7 stem
         if precision == "bf16":
             self._w = weight.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
             self._b = bias.to(torch.bfloat16)
